@@ -1,0 +1,16 @@
+# Writes a C++ source holding the completion scripts byte for byte, so
+# `zctl completion X` prints exactly what completions/ ships.
+set(content "// Generated from completions/ by embed_completions.cmake. Do not edit.\n#include \"commands.hpp\"\nnamespace zctl::cli {\n")
+foreach(pair "bash;zctl.bash" "zsh;_zctl" "fish;zctl.fish")
+  list(GET pair 0 shell)
+  list(GET pair 1 file)
+  file(READ ${DIR}/${file} hex HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "'\\\\x\\1'," bytes "${hex}")
+  string(APPEND content "static const char k_${shell}[] = {${bytes} 0};\n")
+endforeach()
+string(APPEND content "std::string_view completion_script(std::string_view shell) {\n")
+string(APPEND content "  if (shell == \"bash\") return {k_bash, sizeof k_bash - 1};\n")
+string(APPEND content "  if (shell == \"zsh\") return {k_zsh, sizeof k_zsh - 1};\n")
+string(APPEND content "  if (shell == \"fish\") return {k_fish, sizeof k_fish - 1};\n")
+string(APPEND content "  return {};\n}\n}  // namespace zctl::cli\n")
+file(WRITE ${OUT} "${content}")

@@ -1,0 +1,66 @@
+// Events: the one thing every part of zctl produces or consumes.
+//
+// An Event is immutable once built and shared by pointer between the
+// journal, every sink queue and every watch stream, so its JSON is
+// serialised exactly once and every consumer sees the same bytes.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace zctl {
+
+struct Event {
+  uint64_t seq = 0;
+  std::string event_namespace;  // "cluster", "connection", "node", "sink"
+  std::string event_type;       // e.g. "state.has_leader"
+  std::chrono::system_clock::time_point time;
+  std::string json;  // the complete object, no trailing newline
+};
+
+using EventPtr = std::shared_ptr<const Event>;
+
+// A JSON value that is already serialised (arrays, nested objects).
+struct RawJson {
+  std::string text;
+};
+
+// The fields an event carries after the envelope, in insertion order.
+class EventFields {
+ public:
+  using Value = std::variant<std::nullptr_t, bool, int64_t, uint64_t, double, std::string, RawJson>;
+
+  EventFields& add(std::string_view key, std::string_view value);
+  EventFields& add(std::string_view key, const char* value) { return add(key, std::string_view(value)); }
+  EventFields& add(std::string_view key, const std::string& value) { return add(key, std::string_view(value)); }
+  EventFields& add(std::string_view key, bool value);
+  EventFields& add(std::string_view key, int64_t value);
+  EventFields& add(std::string_view key, uint64_t value);
+  EventFields& add(std::string_view key, int value) { return add(key, static_cast<int64_t>(value)); }
+  EventFields& add(std::string_view key, unsigned value) { return add(key, static_cast<uint64_t>(value)); }
+  EventFields& add(std::string_view key, double value);
+  EventFields& add_null(std::string_view key);
+  EventFields& add_raw(std::string_view key, std::string json_text);
+
+  const std::vector<std::pair<std::string, Value>>& items() const { return items_; }
+
+ private:
+  std::vector<std::pair<std::string, Value>> items_;
+};
+
+// RFC 3339 with nanoseconds and the local UTC offset,
+// e.g. "2025-01-10T13:54:48.151522421-05:00". Thread-safe.
+std::string format_rfc3339(std::chrono::system_clock::time_point time);
+
+// Builds the complete event JSON: envelope (namespace, eventType,
+// event_src_id, timestamp, seq) followed by `fields`.
+std::string serialize_event(std::string_view event_namespace, std::string_view event_type,
+                            std::string_view source_id, std::chrono::system_clock::time_point time,
+                            uint64_t seq, const EventFields& fields);
+
+}  // namespace zctl

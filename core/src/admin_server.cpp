@@ -1,0 +1,407 @@
+#include "admin_server.hpp"
+
+#include <openssl/crypto.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include "json_writer.hpp"
+#include "net_address.hpp"
+#include "sink_worker.hpp"
+#include "zctl/core/journal.hpp"
+#include "zctl/core/log.hpp"
+#include "zctl/core/metrics.hpp"
+#include "zctl/core/sink_host.hpp"
+
+namespace zctl {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+
+namespace {
+
+constexpr auto kRequestTimeout = std::chrono::seconds(30);
+constexpr auto kStreamWriteTimeout = std::chrono::seconds(30);
+constexpr auto kStreamKeepalive = std::chrono::seconds(15);
+constexpr size_t kStreamReadChunk = 1024;
+constexpr size_t kMaxSessions = 512;
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool parse_u64(std::string_view text, uint64_t& out) {
+  if (text.empty() || text.size() > 20) return false;
+  uint64_t value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return false;
+    const uint64_t digit = static_cast<uint64_t>(c - '0');
+    if (value > (UINT64_MAX - digit) / 10) return false;
+    value = value * 10 + digit;
+  }
+  out = value;
+  return true;
+}
+
+Response json_response(const Request& req, http::status status, std::string body) {
+  Response res{status, req.version()};
+  res.set(http::field::server, "zctl");
+  res.set(http::field::content_type, "application/json");
+  res.keep_alive(req.keep_alive());
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+Response error_response(const Request& req, http::status status, std::string_view error, std::string_view detail) {
+  std::string body = "{\"error\":";
+  json::append_string(body, error);
+  body += ",\"detail\":";
+  json::append_string(body, detail);
+  body += "}";
+  return json_response(req, status, std::move(body));
+}
+
+bool token_matches(std::string_view given, const std::string& expected) {
+  // Constant time in the token's content; only the length can leak.
+  return given.size() == expected.size() && CRYPTO_memcmp(given.data(), expected.data(), given.size()) == 0;
+}
+
+bool event_matches(const EventStreamQuery& q, const Event& e) {
+  if (!q.namespaces.empty() &&
+      std::find(q.namespaces.begin(), q.namespaces.end(), e.event_namespace) == q.namespaces.end()) {
+    return false;
+  }
+  if (q.types.empty()) return true;
+  return std::any_of(q.types.begin(), q.types.end(), [&](const std::string& g) { return glob_match(g, e.event_type); });
+}
+
+void append_sse_event(std::string& out, const Event& e) {
+  out.append("id: ");
+  json::append_integer(out, e.seq);
+  out.append("\nevent: ");
+  out.append(e.event_namespace).push_back('/');
+  out.append(e.event_type);
+  out.append("\ndata: ");
+  out.append(e.json);
+  out.append("\n\n");
+}
+
+}  // namespace
+
+std::string url_decode(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '+') {
+      out.push_back(' ');
+    } else if (text[i] == '%' && i + 2 < text.size() && hex_value(text[i + 1]) >= 0 && hex_value(text[i + 2]) >= 0) {
+      out.push_back(static_cast<char>(hex_value(text[i + 1]) * 16 + hex_value(text[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(text[i]);
+    }
+  }
+  return out;
+}
+
+EventStreamQuery parse_event_stream_query(std::string_view target, std::string_view last_event_id) {
+  EventStreamQuery q;
+  const auto qmark = target.find('?');
+  std::string_view query = qmark == std::string_view::npos ? std::string_view() : target.substr(qmark + 1);
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (pair.empty()) continue;
+    const auto eq = pair.find('=');
+    const std::string key = url_decode(pair.substr(0, eq));
+    const std::string value = eq == std::string_view::npos ? std::string() : url_decode(pair.substr(eq + 1));
+    if (key == "namespace") {
+      q.namespaces.push_back(value);
+    } else if (key == "type") {
+      q.types.push_back(value);
+    } else if (key == "since") {
+      uint64_t since = 0;
+      if (!parse_u64(value, since)) {
+        q.valid = false;
+        q.error = "since must be a non-negative integer, got '" + value + "'";
+        return q;
+      }
+      q.since = since;
+    } else {
+      q.valid = false;
+      q.error = "unknown query parameter '" + key + "' (expected namespace, type, since)";
+      return q;
+    }
+  }
+  if (!last_event_id.empty()) {
+    // A reconnecting EventSource resumes after the last id it saw; that wins
+    // over the `since` of the original URL.
+    uint64_t last = 0;
+    if (!parse_u64(last_event_id, last)) {
+      q.valid = false;
+      q.error = "Last-Event-ID must be a sequence number";
+      return q;
+    }
+    q.since = last;
+  }
+  return q;
+}
+
+struct AdminServer::Session : std::enable_shared_from_this<AdminServer::Session> {
+  Session(AdminServer& owner, tcp::socket socket) : server(owner), stream(std::move(socket)) {}
+
+  asio::awaitable<void> run();
+  asio::awaitable<void> serve_events(const Request& req);
+  std::optional<Response> refuse_unauthorized(const Request& req) const;
+  Response handle(const Request& req);
+
+  AdminServer& server;
+  beast::tcp_stream stream;
+};
+
+AdminServer::AdminServer(asio::io_context& io, Journal& journal, MetricsRegistry& metrics, const SinkHost& sinks,
+                         std::function<Readiness()> readiness, std::string bearer_token)
+    : io_(io), journal_(journal), metrics_(metrics), sinks_(sinks), readiness_(std::move(readiness)),
+      bearer_token_(std::move(bearer_token)), acceptor_(io) {}
+
+AdminServer::~AdminServer() = default;
+
+void AdminServer::listen(const std::string& address) {
+  const tcp::endpoint endpoint = resolve_listen_address(address);
+  boost::system::error_code ec;
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) throw std::runtime_error("admin API cannot listen on " + address + ": " + ec.message());
+  accept_loop();
+}
+
+std::string AdminServer::local_address() const {
+  boost::system::error_code ec;
+  return format_endpoint(acceptor_.local_endpoint(ec));
+}
+
+void AdminServer::accept_loop() {
+  acceptor_.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || stopped_) return;
+    if (!ec) {
+      if (sessions_.size() >= kMaxSessions) {
+        log_warn("admin API: " + std::to_string(kMaxSessions) + " connections open; refusing another");
+        socket.close(ec);
+      } else {
+        auto session = std::make_shared<Session>(*this, std::move(socket));
+        sessions_.insert(session);
+        asio::co_spawn(io_, session->run(), [this, session](std::exception_ptr) { sessions_.erase(session); });
+      }
+    } else {
+      log_warn("admin API: accept failed: " + ec.message());
+    }
+    accept_loop();
+  });
+}
+
+void AdminServer::consume(const EventPtr&) {
+  // One post per burst of events, however many streams are waiting.
+  if (!wake_posted_.exchange(true, std::memory_order_acq_rel)) {
+    asio::post(io_, [this] {
+      wake_posted_.store(false, std::memory_order_release);
+      for (auto* waiter : stream_waiters_) waiter->cancel();
+    });
+  }
+}
+
+void AdminServer::stop() {
+  stopped_ = true;
+  boost::system::error_code ec;
+  acceptor_.close(ec);
+  for (auto* waiter : stream_waiters_) waiter->cancel();
+  for (const auto& session : sessions_) session->stream.socket().close(ec);
+}
+
+std::optional<Response> AdminServer::Session::refuse_unauthorized(const Request& req) const {
+  if (server.bearer_token_.empty()) return std::nullopt;
+  const auto auth = req[http::field::authorization];
+  const std::string_view header(auth.data(), auth.size());
+  constexpr std::string_view kBearer = "Bearer ";
+  if (header.substr(0, kBearer.size()) == kBearer && token_matches(header.substr(kBearer.size()), server.bearer_token_)) {
+    return std::nullopt;
+  }
+  auto res = error_response(req, http::status::unauthorized, "unauthorized",
+                            "this endpoint needs 'Authorization: Bearer <token>' (admin.token_file)");
+  res.set(http::field::www_authenticate, "Bearer");
+  return res;
+}
+
+Response AdminServer::Session::handle(const Request& req) {
+  const std::string_view target(req.target().data(), req.target().size());
+  const std::string_view path = target.substr(0, target.find('?'));
+  if (path == "/healthz") {
+    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+      return error_response(req, http::status::method_not_allowed, "method_not_allowed", "use GET");
+    }
+    return json_response(req, http::status::ok, R"({"status":"serving"})");
+  }
+  if (auto refusal = refuse_unauthorized(req)) return std::move(*refusal);
+  if (req.method() != http::verb::get) {
+    return error_response(req, http::status::method_not_allowed, "method_not_allowed", "use GET");
+  }
+  if (path == "/readyz") {
+    const Readiness r = server.readiness_();
+    std::string body = r.ready ? "{\"status\":\"ready\",\"detail\":" : "{\"error\":\"not_ready\",\"detail\":";
+    json::append_string(body, r.detail);
+    body += "}";
+    return json_response(req, r.ready ? http::status::ok : http::status::service_unavailable, std::move(body));
+  }
+  if (path == "/metrics") {
+    Response res{http::status::ok, req.version()};
+    res.set(http::field::server, "zctl");
+    res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+    res.keep_alive(req.keep_alive());
+    res.body() = server.metrics_.render();
+    res.prepare_payload();
+    return res;
+  }
+  if (path == "/v1/sinks") {
+    std::string body = "[";
+    for (const auto& s : server.sinks_.status()) {
+      if (body.size() > 1) body += ',';
+      body += "{\"name\":";
+      json::append_string(body, s.name);
+      body += ",\"plugin\":";
+      json::append_string(body, s.plugin);
+      body += s.up ? ",\"up\":true" : ",\"up\":false";
+      body += ",\"reason\":";
+      json::append_string(body, s.reason);
+      body += ",\"queued\":" + std::to_string(s.queued) + ",\"delivered\":" + std::to_string(s.delivered) +
+              ",\"failed\":" + std::to_string(s.failed) + ",\"dropped\":" + std::to_string(s.dropped) + "}";
+    }
+    body += "]";
+    return json_response(req, http::status::ok, std::move(body));
+  }
+  return error_response(req, http::status::not_found, "not_found",
+                        "no such endpoint; see zctl-serve(1) for /healthz, /readyz, /metrics, /v1/events, /v1/sinks");
+}
+
+asio::awaitable<void> AdminServer::Session::run() {
+  auto self = shared_from_this();
+  beast::flat_buffer buffer;
+  try {
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.header_limit(16 * 1024);
+      parser.body_limit(64 * 1024);
+      stream.expires_after(kRequestTimeout);
+      co_await http::async_read(stream, buffer, parser, asio::use_awaitable);
+      Request req = parser.release();
+      const std::string_view target(req.target().data(), req.target().size());
+      if (target.substr(0, target.find('?')) == "/v1/events" && req.method() == http::verb::get) {
+        if (auto refusal = refuse_unauthorized(req)) {
+          co_await http::async_write(stream, *refusal, asio::use_awaitable);
+        } else {
+          co_await serve_events(req);
+        }
+        break;
+      }
+      Response res = handle(req);
+      const bool keep_alive = res.keep_alive();
+      co_await http::async_write(stream, res, asio::use_awaitable);
+      if (!keep_alive) break;
+    }
+  } catch (const boost::system::system_error& e) {
+    const auto& code = e.code();
+    if (code != http::error::end_of_stream && code != asio::error::operation_aborted &&
+        code != asio::error::eof && code != beast::error::timeout && code != asio::error::connection_reset) {
+      log_debug(std::string("admin API: connection ended: ") + e.what());
+    }
+  }
+  boost::system::error_code ec;
+  stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+  stream.socket().close(ec);
+}
+
+asio::awaitable<void> AdminServer::Session::serve_events(const Request& req) {
+  const auto last_id = req["Last-Event-ID"];
+  const std::string_view target(req.target().data(), req.target().size());
+  const EventStreamQuery query = parse_event_stream_query(target, std::string_view(last_id.data(), last_id.size()));
+  if (!query.valid) {
+    co_await http::async_write(stream, error_response(req, http::status::bad_request, "bad_request", query.error),
+                               asio::use_awaitable);
+    co_return;
+  }
+  // The body is close-delimited: no length, no chunking, so any SSE client
+  // (curl -N, EventSource) reads it as it comes.
+  std::string out =
+      "HTTP/1.1 200 OK\r\nServer: zctl\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+      "X-Accel-Buffering: no\r\nConnection: close\r\n\r\n"
+      "retry: 1000\n\n";
+  Journal& journal = server.journal_;
+  // Without `since` the stream starts live; since=N replays everything after N.
+  uint64_t next = query.since ? *query.since + 1 : journal.newest_seq() + 1;
+  bool first_read = true;
+  asio::steady_timer waiter(stream.get_executor());
+  server.stream_waiters_.insert(&waiter);
+  struct Unregister {
+    AdminServer& server;
+    asio::steady_timer* waiter;
+    ~Unregister() { server.stream_waiters_.erase(waiter); }
+  } unregister{server, &waiter};
+
+  std::vector<EventPtr> batch;
+  while (!server.stopped_) {
+    batch.clear();
+    const uint64_t oldest = journal.read_from(next, kStreamReadChunk, batch);
+    if (oldest > next) {
+      std::string gap = "{\"from\":" + std::to_string(next) + ",\"to\":" + std::to_string(oldest - 1) +
+                        ",\"oldest\":" + std::to_string(oldest) + "}";
+      if (first_read) {
+        // Asked for events the journal no longer holds: say so, then go on
+        // from the oldest it has.
+        out += "event: gap\ndata: " + gap + "\n\n";
+      } else {
+        // This client read slower than events arrived and the journal wrapped
+        // past it: tell it and hang up; it can resume and learn the gap.
+        out += "event: overflow\ndata: " + gap + "\n\n";
+        stream.expires_after(kStreamWriteTimeout);
+        co_await asio::async_write(stream, asio::buffer(out), asio::use_awaitable);
+        co_return;
+      }
+    }
+    first_read = false;
+    for (const auto& event : batch) {
+      if (event_matches(query, *event)) append_sse_event(out, *event);
+      next = event->seq + 1;
+    }
+    if (!out.empty()) {
+      stream.expires_after(kStreamWriteTimeout);
+      co_await asio::async_write(stream, asio::buffer(out), asio::use_awaitable);
+      out.clear();
+      if (batch.size() == kStreamReadChunk) continue;  // more is waiting
+    }
+    if (!batch.empty()) continue;
+    waiter.expires_after(kStreamKeepalive);
+    boost::system::error_code ec;
+    co_await waiter.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec) out = ": keepalive\n\n";  // expired, not woken: keep proxies and clients from timing out
+  }
+}
+
+}  // namespace zctl

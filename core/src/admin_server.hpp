@@ -1,0 +1,83 @@
+// The admin HTTP API (Boost.Beast): /healthz, /readyz, /metrics,
+// /v1/events (Server-Sent Events), /v1/sinks.
+//
+// Threads: everything runs on the io_context the owner passes in, which a
+// single thread runs. The only cross-thread entry is consume(), which the
+// EventBus calls under its lock; it posts one coalesced wake-up.
+//
+// Lifecycle: construct -> listen() (binds; throws on failure) -> attach to
+// the EventBus -> ... -> detach -> stop() (closes the acceptor and every
+// session) -> destroy after the io_context has stopped running.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <optional>
+#include <vector>
+#include <memory>
+#include <set>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include "zctl/core/event_bus.hpp"
+
+namespace zctl {
+
+class Journal;
+class MetricsRegistry;
+class SinkHost;
+
+struct Readiness {
+  bool ready = false;
+  std::string detail;
+};
+
+class AdminServer : public EventConsumer {
+ public:
+  AdminServer(boost::asio::io_context& io, Journal& journal, MetricsRegistry& metrics, const SinkHost& sinks,
+              std::function<Readiness()> readiness, std::string bearer_token);
+  ~AdminServer() override;
+
+  // Binds "HOST:PORT" (port 0 = any). Throws std::runtime_error with the
+  // address and the system's reason.
+  void listen(const std::string& address);
+  std::string local_address() const;  // "127.0.0.1:6280", after listen()
+
+  void consume(const EventPtr& event) override;
+  void stop();
+
+  struct Session;
+  struct Stream;
+
+ private:
+  void accept_loop();
+
+  boost::asio::io_context& io_;
+  Journal& journal_;
+  MetricsRegistry& metrics_;
+  const SinkHost& sinks_;
+  std::function<Readiness()> readiness_;
+  std::string bearer_token_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  std::atomic<bool> wake_posted_{false};
+  bool stopped_ = false;
+  // Live sessions and event streams, touched only on the io thread.
+  std::set<std::shared_ptr<Session>> sessions_;
+  std::set<boost::asio::steady_timer*> stream_waiters_;
+};
+
+// Pure helpers, exposed for tests.
+struct EventStreamQuery {
+  std::vector<std::string> namespaces;
+  std::vector<std::string> types;  // globs
+  std::optional<uint64_t> since;   // replay events with seq > since
+  bool valid = true;
+  std::string error;
+};
+EventStreamQuery parse_event_stream_query(std::string_view target, std::string_view last_event_id);
+std::string url_decode(std::string_view text);
+
+}  // namespace zctl

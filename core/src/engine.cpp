@@ -1,0 +1,270 @@
+#include "zctl/core/engine.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+#include "admin_server.hpp"
+#include "zctl/core/event_bus.hpp"
+#include "zctl/core/journal.hpp"
+#include "zctl/core/log.hpp"
+#include "zctl/core/metrics.hpp"
+#include "zctl/core/plugin_host.hpp"
+#include "zctl/core/seq_store.hpp"
+#include "zctl/core/sink_host.hpp"
+
+namespace zctl {
+
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr int kExitConfig = 1;
+constexpr int kExitRuntime = 4;
+constexpr auto kSinkDrainDeadline = std::chrono::seconds(5);
+// Lets watch streams write node/stopping before the admin API closes them.
+constexpr auto kStreamFlushGrace = std::chrono::milliseconds(100);
+
+// Holds an exclusive flock on <data_dir>/lock for the node's lifetime, so two
+// nodes never share a data dir (and its sequence numbers).
+class DataDirLock {
+ public:
+  explicit DataDirLock(const std::string& data_dir) {
+    const std::string path = data_dir + "/lock";
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) {
+      throw StartupError(kExitRuntime, "data dir " + data_dir + " is not writable: cannot create " + path + ": " +
+                                           std::strerror(errno));
+    }
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      char pid[32] = {};
+      const ssize_t n = ::pread(fd_, pid, sizeof pid - 1, 0);
+      ::close(fd_);
+      throw StartupError(kExitRuntime, "data dir " + data_dir + " is in use by another zctl node" +
+                                           (n > 0 ? std::string(" (pid ") + pid + ")" : std::string()));
+    }
+    const std::string me = std::to_string(::getpid());
+    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, me.data(), me.size(), 0) < 0) {
+      log_warn("cannot record pid in " + path + ": " + std::strerror(errno));
+    }
+  }
+  ~DataDirLock() { ::close(fd_); }
+  DataDirLock(const DataDirLock&) = delete;
+  DataDirLock& operator=(const DataDirLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+std::string read_token_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw StartupError(kExitConfig, "admin.token_file " + path + ": " + std::strerror(errno));
+  std::string token((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
+  if (token.empty()) throw StartupError(kExitConfig, "admin.token_file " + path + " is empty");
+  return token;
+}
+
+}  // namespace
+
+struct Engine::Services {
+  Config config;
+  ConfigReloader reloader;
+  EngineInfo info;
+
+  asio::io_context io{1};
+  std::optional<asio::signal_set> signals;
+  std::optional<asio::steady_timer> shutdown_timer;
+  bool stopping = false;
+
+  // Declared in start order; torn down explicitly in reverse by shutdown().
+  std::unique_ptr<DataDirLock> data_dir_lock;
+  std::unique_ptr<SeqStore> seq;
+  std::unique_ptr<Journal> journal;
+  MetricsRegistry metrics;
+  std::unique_ptr<EventBus> bus;
+  std::unique_ptr<PluginHost> plugins;
+  std::unique_ptr<SinkHost> sinks;
+  std::unique_ptr<AdminServer> admin;
+  bool sinks_attached = false;
+  bool admin_attached = false;
+
+  void start();
+  void begin_shutdown(std::string_view reason);
+  void finish_shutdown();
+  void reload();
+  void wait_for_signals();
+};
+
+void Engine::Services::start() {
+  std::error_code ec;
+  std::filesystem::create_directories(config.node.data_dir, ec);
+  if (ec) {
+    throw StartupError(kExitRuntime, "cannot create data dir " + config.node.data_dir + ": " + ec.message());
+  }
+  data_dir_lock = std::make_unique<DataDirLock>(config.node.data_dir);
+  try {
+    seq = std::make_unique<SeqStore>(config.node.data_dir + "/seq");
+  } catch (const std::exception& e) {
+    throw StartupError(kExitRuntime, e.what());
+  }
+  if (seq->recovered_from_crash()) {
+    log_warn("previous run did not stop cleanly; event seq continues at " + std::to_string(seq->last() + 1) +
+             " (numbers reserved by the previous run are skipped, never reused)");
+  }
+  journal = std::make_unique<Journal>(config.events.journal_size);
+  metrics.gauge("controller_build_info", "Build information; always 1.", {"version"}).with({ZCTL_VERSION}).set(1);
+  bus = std::make_unique<EventBus>(config.node.id, *seq, *journal, metrics);
+
+  plugins = std::make_unique<PluginHost>(config.plugins.path);
+  sinks = std::make_unique<SinkHost>(*plugins, metrics, *bus);
+  try {
+    sinks->start(config.sinks);
+  } catch (const SinkSetupError& e) {
+    throw StartupError(kExitConfig, e.what());
+  }
+  bus->attach(sinks.get());
+  sinks_attached = true;
+
+  if (config.admin.tls.enabled()) {
+    throw StartupError(kExitConfig, "admin.tls is not supported by this version; remove it or terminate TLS in front of the admin API");
+  }
+  const std::string token = config.admin.token_file.empty() ? std::string() : read_token_file(config.admin.token_file);
+  admin = std::make_unique<AdminServer>(
+      io, *journal, metrics, *sinks,
+      [] { return Readiness{true, "single node: serving; the cluster engine is not part of this build"}; }, token);
+  try {
+    admin->listen(config.admin.listen);
+  } catch (const std::exception& e) {
+    throw StartupError(kExitRuntime, e.what());
+  }
+  bus->attach(admin.get());
+  admin_attached = true;
+
+  info.node_id = config.node.id;
+  info.data_dir = config.node.data_dir;
+  info.admin_url = "http://" + admin->local_address();
+  for (const auto& s : config.sinks) info.sinks.push_back(s.name + " (" + s.plugin + ")");
+  info.plugin_path = config.plugins.path;
+  info.seq_recovered_from_crash = seq->recovered_from_crash();
+
+  const EventPtr started = bus->emit("node", "started",
+                                     EventFields()
+                                         .add("version", ZCTL_VERSION)
+                                         .add("pid", static_cast<int64_t>(::getpid()))
+                                         .add("admin", admin->local_address())
+                                         .add("dataDir", config.node.data_dir));
+  info.first_seq = started->seq;
+}
+
+void Engine::Services::wait_for_signals() {
+  signals->async_wait([this](const boost::system::error_code& ec, int signal) {
+    if (ec) return;
+    if (signal == SIGHUP) {
+      reload();
+      wait_for_signals();
+      return;
+    }
+    const char* name = signal == SIGINT ? "SIGINT" : "SIGTERM";
+    log_info(std::string("received ") + name + ", stopping");
+    begin_shutdown(name);
+  });
+}
+
+void Engine::Services::reload() {
+  Config next = config;
+  if (reloader) {
+    const auto errors = reloader(next);
+    if (!errors.empty()) {
+      for (const auto& e : errors) log_error("reload: " + e);
+      log_error("reload: configuration invalid; keeping the running configuration (sinks reopened)");
+      next = config;
+    }
+  }
+  const auto errors = sinks->reload(next.sinks);
+  for (const auto& e : errors) log_error("reload: " + e);
+  config.sinks = next.sinks;
+  log_info("reloaded sinks (" + std::to_string(next.sinks.size()) + " configured" +
+           (errors.empty() ? ")" : ", " + std::to_string(errors.size()) + " kept their previous configuration)"));
+}
+
+void Engine::Services::begin_shutdown(std::string_view reason) {
+  if (stopping) return;
+  stopping = true;
+  if (signals) signals->cancel();
+  bus->emit("node", "stopping", EventFields().add("reason", reason));
+  shutdown_timer.emplace(io, kStreamFlushGrace);
+  shutdown_timer->async_wait([this](const boost::system::error_code&) {
+    bus->detach(admin.get());
+    admin_attached = false;
+    admin->stop();
+  });
+}
+
+void Engine::Services::finish_shutdown() {
+  if (admin_attached) {
+    bus->detach(admin.get());
+    admin_attached = false;
+  }
+  if (admin) admin->stop();
+  if (sinks_attached) {
+    bus->detach(sinks.get());
+    sinks_attached = false;
+  }
+  if (sinks) sinks->stop(kSinkDrainDeadline);
+  if (seq) {
+    try {
+      seq->close();
+    } catch (const std::exception& e) {
+      log_error(std::string("cannot record a clean stop: ") + e.what());
+    }
+  }
+}
+
+Engine::Engine(Config config, ConfigReloader reloader) : services_(std::make_unique<Services>()) {
+  services_->config = std::move(config);
+  services_->reloader = std::move(reloader);
+}
+
+Engine::~Engine() {
+  services_->finish_shutdown();
+}
+
+void Engine::start() {
+  try {
+    services_->start();
+  } catch (...) {
+    services_->finish_shutdown();
+    throw;
+  }
+}
+
+const EngineInfo& Engine::info() const { return services_->info; }
+
+void Engine::run() {
+  Services& s = *services_;
+  s.signals.emplace(s.io, SIGINT, SIGTERM, SIGHUP);
+  s.wait_for_signals();
+  s.io.run();
+  s.finish_shutdown();
+}
+
+void Engine::request_stop() {
+  asio::post(services_->io, [s = services_.get()] { s->begin_shutdown("requested"); });
+}
+
+void Engine::request_reload() {
+  asio::post(services_->io, [s = services_.get()] { s->reload(); });
+}
+
+}  // namespace zctl

@@ -1,0 +1,129 @@
+#include "zctl/core/event.hpp"
+
+#include <ctime>
+
+#include "json_writer.hpp"
+
+namespace zctl {
+
+EventFields& EventFields::add(std::string_view key, std::string_view value) {
+  items_.emplace_back(std::string(key), std::string(value));
+  return *this;
+}
+EventFields& EventFields::add(std::string_view key, bool value) {
+  items_.emplace_back(std::string(key), value);
+  return *this;
+}
+EventFields& EventFields::add(std::string_view key, int64_t value) {
+  items_.emplace_back(std::string(key), value);
+  return *this;
+}
+EventFields& EventFields::add(std::string_view key, uint64_t value) {
+  items_.emplace_back(std::string(key), value);
+  return *this;
+}
+EventFields& EventFields::add(std::string_view key, double value) {
+  items_.emplace_back(std::string(key), value);
+  return *this;
+}
+EventFields& EventFields::add_null(std::string_view key) {
+  items_.emplace_back(std::string(key), nullptr);
+  return *this;
+}
+EventFields& EventFields::add_raw(std::string_view key, std::string json_text) {
+  items_.emplace_back(std::string(key), RawJson{std::move(json_text)});
+  return *this;
+}
+
+namespace {
+
+// localtime_r takes a lock and reads the zone; events arrive far more often
+// than once a second, so each thread keeps the formatted second it saw last.
+struct SecondCache {
+  std::time_t second = -1;
+  char date_time[20] = {};  // "YYYY-MM-DDTHH:MM:SS"
+  char offset[7] = {};      // "+HH:MM"
+};
+
+const SecondCache& cached_second(std::time_t second) {
+  thread_local SecondCache cache;
+  if (cache.second != second) {
+    std::tm local{};
+    localtime_r(&second, &local);
+    std::strftime(cache.date_time, sizeof cache.date_time, "%Y-%m-%dT%H:%M:%S", &local);
+    const long offset_minutes = local.tm_gmtoff / 60;
+    const long abs_minutes = offset_minutes < 0 ? -offset_minutes : offset_minutes;
+    std::snprintf(cache.offset, sizeof cache.offset, "%c%02ld:%02ld", offset_minutes < 0 ? '-' : '+',
+                  abs_minutes / 60, abs_minutes % 60);
+    cache.second = second;
+  }
+  return cache;
+}
+
+void append_rfc3339(std::string& out, std::chrono::system_clock::time_point time) {
+  const auto ns_since_epoch =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(time.time_since_epoch()).count();
+  std::time_t second = static_cast<std::time_t>(ns_since_epoch / 1000000000);
+  long nanos = static_cast<long>(ns_since_epoch % 1000000000);
+  if (nanos < 0) {  // before 1970: floor, not truncate
+    nanos += 1000000000;
+    --second;
+  }
+  const SecondCache& cache = cached_second(second);
+  char frac[11];
+  frac[0] = '.';
+  for (int i = 9; i >= 1; --i) {
+    frac[i] = static_cast<char>('0' + nanos % 10);
+    nanos /= 10;
+  }
+  out.append(cache.date_time, 19);
+  out.append(frac, 10);
+  out.append(cache.offset, 6);
+}
+
+struct ValueWriter {
+  std::string& out;
+  void operator()(std::nullptr_t) const { out.append("null"); }
+  void operator()(bool v) const { out.append(v ? "true" : "false"); }
+  void operator()(int64_t v) const { json::append_integer(out, v); }
+  void operator()(uint64_t v) const { json::append_integer(out, v); }
+  void operator()(double v) const { json::append_double(out, v); }
+  void operator()(const std::string& v) const { json::append_string(out, v); }
+  void operator()(const RawJson& v) const { out.append(v.text); }
+};
+
+}  // namespace
+
+std::string format_rfc3339(std::chrono::system_clock::time_point time) {
+  std::string out;
+  out.reserve(36);
+  append_rfc3339(out, time);
+  return out;
+}
+
+std::string serialize_event(std::string_view event_namespace, std::string_view event_type,
+                            std::string_view source_id, std::chrono::system_clock::time_point time,
+                            uint64_t seq, const EventFields& fields) {
+  std::string out;
+  out.reserve(160 + fields.items().size() * 32);
+  out.append("{\"namespace\":");
+  json::append_string(out, event_namespace);
+  out.append(",\"eventType\":");
+  json::append_string(out, event_type);
+  out.append(",\"event_src_id\":");
+  json::append_string(out, source_id);
+  out.append(",\"timestamp\":\"");
+  append_rfc3339(out, time);
+  out.append("\",\"seq\":");
+  json::append_integer(out, seq);
+  for (const auto& [key, value] : fields.items()) {
+    out.push_back(',');
+    json::append_string(out, key);
+    out.push_back(':');
+    std::visit(ValueWriter{out}, value);
+  }
+  out.push_back('}');
+  return out;
+}
+
+}  // namespace zctl

@@ -1,0 +1,647 @@
+#include "sink_worker.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <sstream>
+#include <utility>
+
+#include "zctl/core/log.hpp"
+#include "zctl/core/sink_host.hpp"
+
+namespace zctl {
+
+bool glob_match(std::string_view pattern, std::string_view text) {
+  // Iterative matcher with single-star backtracking: linear for the patterns
+  // operators write ("state.*", "*leader*").
+  size_t p = 0, t = 0, star = std::string_view::npos, mark = 0;
+  while (t < text.size()) {
+    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == text[t])) {
+      ++p;
+      ++t;
+    } else if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      mark = t;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      t = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+std::string sink_config_fingerprint(const SinkConfig& c) {
+  std::ostringstream out;
+  out << c.name << '\n' << c.plugin << '\n';
+  for (const auto& n : c.filter.namespaces) out << "ns:" << n << '\n';
+  for (const auto& t : c.filter.types) out << "type:" << t << '\n';
+  out << c.queue.max_events << ' ' << static_cast<int>(c.queue.when_full) << ' ' << c.queue.block_timeout.count()
+      << ' ' << c.queue.batch_max << '\n'
+      << c.retry.initial.count() << ' ' << c.retry.max.count() << ' ' << c.retry.max_attempts << '\n'
+      << c.spool.dir << ' ' << c.spool.max_bytes << ' ' << c.call_timeout.count() << '\n'
+      << c.config_json;
+  return out.str();
+}
+
+namespace {
+
+constexpr uint32_t kReasonCap = 512;
+constexpr uint32_t kUnhealthyAfterFailures = 3;
+constexpr auto kHealthCheckInterval = std::chrono::seconds(10);
+
+const char* result_name(int32_t code) {
+  switch (code) {
+    case ZCTL_SINK_OK: return "ok";
+    case ZCTL_SINK_RETRY: return "retry";
+    case ZCTL_SINK_REJECT: return "reject";
+    case ZCTL_SINK_PENDING: return "pending";
+    default: return "invalid";
+  }
+}
+
+}  // namespace
+
+struct SinkWorker::State {
+  // --- fixed at construction ---
+  std::string name;
+  Counter* delivered_counter;
+  Counter* retried_counter;
+  Counter* dropped_counter;
+  Counter* failed_counter;
+  Gauge* queue_gauge;
+  Gauge* up_gauge;
+  Histogram* delivery_seconds;
+  zctl_sink_host host_api{};
+
+  // --- guarded by mutex ---
+  mutable std::mutex mutex;
+  std::condition_variable work_ready;   // worker waits: events, stop, reopen, replacement
+  std::condition_variable space_ready;  // blocked producers wait
+  std::condition_variable completion_ready;
+  SinkConfig config;
+  std::shared_ptr<LoadedPlugin> plugin;
+  std::deque<EventPtr> queue;
+  size_t blocked_producers = 0;
+  bool stalled = false;  // `block` timed out: shed until the queue drains below half
+  bool stopping = false;
+  Clock::time_point deadline = Clock::time_point::max();
+  bool reopen_requested = false;
+  std::optional<std::pair<SinkConfig, std::shared_ptr<LoadedPlugin>>> replacement;
+  // async completion of the batch in flight
+  uint64_t awaited_batch = 0;
+  std::optional<int32_t> completion_result;
+  uint32_t completion_retry_after_ms = 0;
+  std::string completion_reason;
+  // health and drop bookkeeping for the supervisor
+  bool healthy = true;
+  std::string unhealthy_reason;
+  bool announced_unhealthy = false;
+  std::vector<std::pair<std::string, uint64_t>> pending_drops;
+  Clock::time_point last_drop_report{};
+  // filter decisions per "namespace/type"; offer() runs under the bus lock
+  // so it is effectively single-threaded, but reload can swap the filter.
+  std::vector<std::pair<std::string, bool>> filter_cache;
+
+  // --- worker thread only ---
+  void* instance = nullptr;
+  uint64_t next_batch_id = 1;
+  uint32_t consecutive_failures = 0;
+  Clock::time_point last_health_check = Clock::now();
+  std::mt19937_64 rng{std::random_device{}()};
+
+  // --- atomics read by the supervisor ---
+  std::atomic<int64_t> call_started_ns{0};  // 0 = not inside a plugin call
+  std::atomic<const char*> call_name{""};
+  std::atomic<bool> finished{false};
+
+  // ---------------------------------------------------------------------
+
+  void count_drop(const std::string& reason, uint64_t n) {  // mutex held
+    dropped_counter->inc(n);
+    for (auto& [r, count] : pending_drops) {
+      if (r == reason) {
+        count += n;
+        return;
+      }
+    }
+    pending_drops.emplace_back(reason, n);
+  }
+
+  void set_health(bool ok, std::string reason) {  // mutex held
+    healthy = ok;
+    unhealthy_reason = ok ? std::string() : std::move(reason);
+    up_gauge->set(ok ? 1 : 0);
+  }
+
+  bool matches(const Event& event) {  // mutex held
+    const size_t key_size = event.event_namespace.size() + 1 + event.event_type.size();
+    for (const auto& [key, decision] : filter_cache) {
+      if (key.size() == key_size && key.compare(0, event.event_namespace.size(), event.event_namespace) == 0 &&
+          key.compare(event.event_namespace.size() + 1, std::string::npos, event.event_type) == 0) {
+        return decision;
+      }
+    }
+    const auto& f = config.filter;
+    bool decision = f.namespaces.empty() ||
+                    std::find(f.namespaces.begin(), f.namespaces.end(), event.event_namespace) != f.namespaces.end();
+    if (decision && !f.types.empty()) {
+      decision = std::any_of(f.types.begin(), f.types.end(),
+                             [&](const std::string& g) { return glob_match(g, event.event_type); });
+    }
+    filter_cache.emplace_back(event.event_namespace + "/" + event.event_type, decision);
+    return decision;
+  }
+
+  // Runs a plugin call with hang detection for the supervisor.
+  template <typename Fn>
+  int32_t plugin_call(const char* what, Fn&& fn) {
+    call_name.store(what);
+    call_started_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count());
+    int32_t result;
+    try {
+      result = fn();
+    } catch (...) {
+      // Only a plugin that bypasses the SDK helper can let this happen.
+      result = -1;
+    }
+    call_started_ns.store(0);
+    return result;
+  }
+
+  static void host_log(void* ctx, int32_t level, const char* msg) {
+    auto* self = static_cast<State*>(ctx);
+    const LogLevel lvl = level <= ZCTL_SINK_LOG_DEBUG ? LogLevel::debug
+                         : level == ZCTL_SINK_LOG_INFO ? LogLevel::info
+                         : level == ZCTL_SINK_LOG_WARN ? LogLevel::warn
+                                                       : LogLevel::error;
+    log_message(lvl, "sink " + self->name + ": " + (msg ? msg : ""));
+  }
+
+  static void host_complete(void* ctx, uint64_t batch_id, int32_t result, uint32_t retry_after_ms,
+                            const char* reason) {
+    auto* self = static_cast<State*>(ctx);
+    std::lock_guard lock(self->mutex);
+    if (batch_id != self->awaited_batch || self->completion_result) {
+      log_warn("sink " + self->name + ": ignoring completion for batch " + std::to_string(batch_id) +
+               " (not awaited, late or repeated)");
+      return;
+    }
+    self->completion_result = result;
+    self->completion_retry_after_ms = retry_after_ms;
+    self->completion_reason = reason ? reason : "";
+    self->completion_ready.notify_all();
+  }
+
+  // Creates an instance with the current config. Returns the plugin's code.
+  int32_t create_instance(std::string& error) {
+    std::shared_ptr<LoadedPlugin> p;
+    std::string json;
+    {
+      std::lock_guard lock(mutex);
+      p = plugin;
+      json = config.config_json;
+    }
+    char err[kReasonCap] = {};
+    void* created = nullptr;
+    const int32_t rc = plugin_call("create", [&] { return p->descriptor().create(json.c_str(), &host_api, &created, err, sizeof err); });
+    if (rc == ZCTL_SINK_OK && created) {
+      instance = created;
+      return rc;
+    }
+    error = err[0] ? err : (rc == ZCTL_SINK_OK ? "create returned no instance" : std::string("create failed (") + result_name(rc) + ")");
+    return rc == ZCTL_SINK_OK ? ZCTL_SINK_RETRY : rc;
+  }
+
+  void destroy_instance() {
+    if (!instance) return;
+    auto p = plugin;
+    void* victim = instance;
+    instance = nullptr;
+    plugin_call("destroy", [&] {
+      p->descriptor().destroy(victim);
+      return ZCTL_SINK_OK;
+    });
+  }
+
+  void flush_instance() {
+    const auto& d = plugin->descriptor();
+    if (!instance || !d.flush) return;
+    char reason[kReasonCap] = {};
+    zctl_sink_status status{sizeof(zctl_sink_status), 0, reason, sizeof reason, 0};
+    const int32_t rc = plugin_call("flush", [&] { return d.flush(instance, 5000, &status); });
+    if (rc != ZCTL_SINK_OK) log_warn("sink " + name + ": flush failed: " + (reason[0] ? reason : result_name(rc)));
+  }
+
+  Duration backoff(uint32_t attempt, uint32_t retry_after_ms) {
+    const RetryConfig retry = config.retry;
+    const auto initial = std::max<int64_t>(retry.initial.count(), 1);
+    const auto cap = std::max<int64_t>(retry.max.count(), initial);
+    const int shift = static_cast<int>(std::min<uint32_t>(attempt > 0 ? attempt - 1 : 0, 30));
+    const int64_t base = std::min<int64_t>(cap, initial << shift);
+    // "Equal jitter": half fixed, half random, so retries of many nodes spread
+    // out but never collapse to zero.
+    std::uniform_int_distribution<int64_t> jitter(0, base / 2);
+    const int64_t wait = base - base / 2 + jitter(rng);
+    return Duration(std::max<int64_t>(wait, retry_after_ms));
+  }
+
+  // Sleeps until `until` unless stopping with a deadline that comes first.
+  // Returns false when the deadline passed (give up).
+  bool sleep_until(Clock::time_point until) {
+    std::unique_lock lock(mutex);
+    work_ready.wait_until(lock, std::min(until, deadline), [&] { return Clock::now() >= std::min(until, deadline); });
+    return Clock::now() < deadline;
+  }
+
+  // Delivers one batch with retries. Returns when it is delivered, rejected,
+  // out of attempts, or the stop deadline passed.
+  void deliver(std::vector<EventPtr>& batch) {
+    std::vector<zctl_sink_event> views;
+    views.reserve(batch.size());
+    for (const auto& e : batch) {
+      views.push_back(zctl_sink_event{e->json.data(), static_cast<uint32_t>(e->json.size()), 0, e->seq,
+                                      e->event_namespace.c_str(), e->event_type.c_str()});
+    }
+    const auto first_attempt = Clock::now();
+    const uint64_t n = batch.size();
+    for (uint32_t attempt = 1;; ++attempt) {
+      std::string reason;
+      uint32_t retry_after_ms = 0;
+      const int32_t rc = attempt_once(views, attempt, reason, retry_after_ms);
+      if (rc == ZCTL_SINK_OK) {
+        delivery_seconds->observe(std::chrono::duration<double>(Clock::now() - first_attempt).count());
+        delivered_counter->inc(n);
+        consecutive_failures = 0;
+        std::lock_guard lock(mutex);
+        if (!healthy) set_health(true, {});
+        return;
+      }
+      if (rc == ZCTL_SINK_REJECT) {
+        failed_counter->inc(n);
+        log_error("sink " + name + ": plugin rejected " + std::to_string(n) + " event(s) permanently (seq " +
+                  std::to_string(batch.front()->seq) + ".." + std::to_string(batch.back()->seq) + "): " + reason);
+        std::lock_guard lock(mutex);
+        count_drop("rejected", n);
+        return;
+      }
+      // RETRY, an invalid code, or an exception: transient until attempts run out.
+      retried_counter->inc(n);
+      ++consecutive_failures;
+      if (rc != ZCTL_SINK_RETRY) {
+        reason = "plugin returned invalid result code " + std::to_string(rc) + (reason.empty() ? "" : ": " + reason);
+      }
+      log_warn("sink " + name + ": delivery attempt " + std::to_string(attempt) + " failed: " + reason);
+      {
+        std::lock_guard lock(mutex);
+        if (consecutive_failures >= kUnhealthyAfterFailures && healthy) set_health(false, reason);
+      }
+      const uint32_t max_attempts = config.retry.max_attempts;
+      if (max_attempts != 0 && attempt >= max_attempts) {
+        failed_counter->inc(n);
+        log_error("sink " + name + ": giving up on " + std::to_string(n) + " event(s) after " +
+                  std::to_string(attempt) + " attempts: " + reason);
+        std::lock_guard lock(mutex);
+        count_drop("retries_exhausted", n);
+        return;
+      }
+      if (!sleep_until(Clock::now() + backoff(attempt, retry_after_ms))) {
+        std::lock_guard lock(mutex);
+        count_drop("shutdown", n);
+        log_error("sink " + name + ": shutting down with " + std::to_string(n) + " undelivered event(s) in flight");
+        return;
+      }
+    }
+  }
+
+  int32_t attempt_once(const std::vector<zctl_sink_event>& views, uint32_t attempt, std::string& reason,
+                       uint32_t& retry_after_ms) {
+    if (!instance) {
+      // A create that failed transiently is retried as part of delivery.
+      std::string error;
+      if (create_instance(error) != ZCTL_SINK_OK) {
+        reason = "no instance: " + error;
+        return ZCTL_SINK_RETRY;
+      }
+    }
+    const auto& d = plugin->descriptor();
+    const uint64_t batch_id = next_batch_id++;
+    zctl_sink_batch batch{sizeof(zctl_sink_batch), static_cast<uint32_t>(views.size()), views.data(), batch_id, attempt, 0};
+    char reason_buf[kReasonCap] = {};
+    zctl_sink_status status{sizeof(zctl_sink_status), 0, reason_buf, sizeof reason_buf, 0};
+    {
+      std::lock_guard lock(mutex);
+      awaited_batch = batch_id;
+      completion_result.reset();
+    }
+    int32_t rc = plugin_call("emit", [&] { return d.emit(instance, &batch, &status); });
+    if (rc == ZCTL_SINK_PENDING && (d.capabilities & ZCTL_SINK_CAP_ASYNC_COMPLETION)) {
+      std::unique_lock lock(mutex);
+      const auto timeout = Clock::now() + config.call_timeout;
+      if (!completion_ready.wait_until(lock, timeout, [&] { return completion_result.has_value(); })) {
+        awaited_batch = 0;  // a late completion is ignored, the batch is retried
+        reason = "no completion within " + format_duration(config.call_timeout);
+        return ZCTL_SINK_RETRY;
+      }
+      awaited_batch = 0;
+      retry_after_ms = completion_retry_after_ms;
+      reason = completion_reason;
+      return *completion_result == ZCTL_SINK_PENDING ? -2 : *completion_result;
+    }
+    {
+      std::lock_guard lock(mutex);
+      awaited_batch = 0;
+    }
+    if (rc == ZCTL_SINK_PENDING) rc = -3;  // pending without the capability is a protocol violation
+    if (rc == -1) {
+      reason = "plugin let an exception escape from emit";
+    } else {
+      reason_buf[kReasonCap - 1] = '\0';
+      reason = reason_buf;
+    }
+    retry_after_ms = status.retry_after_ms;
+    return rc;
+  }
+
+  void check_health_when_idle() {
+    const auto& d = plugin->descriptor();
+    if (!instance || !d.health || Clock::now() - last_health_check < kHealthCheckInterval) return;
+    last_health_check = Clock::now();
+    char reason[kReasonCap] = {};
+    zctl_sink_status status{sizeof(zctl_sink_status), 0, reason, sizeof reason, 0};
+    const int32_t rc = plugin_call("health", [&] { return d.health(instance, &status); });
+    std::lock_guard lock(mutex);
+    if (rc == ZCTL_SINK_OK) {
+      if (!healthy && consecutive_failures == 0) set_health(true, {});
+    } else if (healthy) {
+      set_health(false, reason[0] ? reason : std::string("health check: ") + result_name(rc));
+    }
+  }
+
+  void reopen_instance() {
+    const auto& d = plugin->descriptor();
+    if (!instance || !d.reopen) return;
+    char reason[kReasonCap] = {};
+    zctl_sink_status status{sizeof(zctl_sink_status), 0, reason, sizeof reason, 0};
+    const int32_t rc = plugin_call("reopen", [&] { return d.reopen(instance, &status); });
+    if (rc == ZCTL_SINK_OK) {
+      log_info("sink " + name + ": reopened");
+    } else {
+      log_warn("sink " + name + ": reopen failed: " + (reason[0] ? reason : result_name(rc)));
+    }
+  }
+
+  void apply_replacement(SinkConfig new_config, std::shared_ptr<LoadedPlugin> new_plugin) {
+    flush_instance();
+    destroy_instance();
+    {
+      std::lock_guard lock(mutex);
+      config = std::move(new_config);
+      plugin = std::move(new_plugin);
+      filter_cache.clear();
+    }
+    std::string error;
+    if (create_instance(error) != ZCTL_SINK_OK) {
+      log_warn("sink " + name + ": create after reload failed (will retry): " + error);
+    } else {
+      log_info("sink " + name + ": reconfigured");
+    }
+    std::lock_guard lock(mutex);
+    set_health(error.empty(), error);
+  }
+
+  void run() {
+    std::vector<EventPtr> batch;
+    for (;;) {
+      std::optional<std::pair<SinkConfig, std::shared_ptr<LoadedPlugin>>> swap;
+      bool reopen = false;
+      {
+        std::unique_lock lock(mutex);
+        work_ready.wait_for(lock, std::chrono::seconds(1), [&] {
+          return !queue.empty() || stopping || reopen_requested || replacement.has_value();
+        });
+        if (stopping && (queue.empty() || Clock::now() >= deadline)) break;
+        swap.swap(replacement);
+        reopen = std::exchange(reopen_requested, false);
+        const size_t take = std::min<size_t>(queue.size(), std::max<uint32_t>(config.queue.batch_max, 1));
+        batch.assign(std::make_move_iterator(queue.begin()), std::make_move_iterator(queue.begin() + static_cast<std::ptrdiff_t>(take)));
+        queue.erase(queue.begin(), queue.begin() + static_cast<std::ptrdiff_t>(take));
+        queue_gauge->set(static_cast<double>(queue.size()));
+        if (stalled && queue.size() < config.queue.max_events / 2) {
+          stalled = false;
+          log_info("sink " + name + ": queue drained, accepting events again");
+        }
+        if (take > 0 && blocked_producers > 0) space_ready.notify_all();
+      }
+      if (swap) apply_replacement(std::move(swap->first), std::move(swap->second));
+      if (reopen) reopen_instance();
+      if (!batch.empty()) {
+        deliver(batch);
+        batch.clear();
+      } else {
+        check_health_when_idle();
+      }
+    }
+    std::lock_guard lock(mutex);
+    if (!queue.empty()) {
+      log_error("sink " + name + ": stop deadline passed with " + std::to_string(queue.size()) +
+                " event(s) still queued; they are not delivered");
+      count_drop("shutdown", queue.size());
+      queue.clear();
+    }
+  }
+};
+
+SinkWorker::SinkWorker(SinkConfig config, std::shared_ptr<LoadedPlugin> plugin, MetricsRegistry& metrics)
+    : state_(std::make_shared<State>()) {
+  State& s = *state_;
+  s.name = config.name;
+  auto& events = metrics.counter("controller_sink_events_total",
+                                 "Events per sink by result: delivered, retried (per attempt), dropped (queue full, "
+                                 "rejected, retries exhausted, shutdown), failed (permanently undeliverable).",
+                                 {"sink", "result"});
+  s.delivered_counter = &events.with({s.name, "delivered"});
+  s.retried_counter = &events.with({s.name, "retried"});
+  s.dropped_counter = &events.with({s.name, "dropped"});
+  s.failed_counter = &events.with({s.name, "failed"});
+  s.queue_gauge = &metrics.gauge("controller_sink_queue_events", "Events waiting in the sink's queue.", {"sink"})
+                       .with({s.name});
+  s.up_gauge = &metrics.gauge("controller_sink_up", "1 when the sink has a working plugin instance and is delivering.",
+                              {"sink"})
+                    .with({s.name});
+  s.delivery_seconds = &metrics
+                            .histogram("controller_sink_delivery_seconds",
+                                       "Time from a batch's first delivery attempt to its successful delivery.",
+                                       {"sink"}, MetricsRegistry::latency_buckets())
+                            .with({s.name});
+  s.config = std::move(config);
+  s.plugin = std::move(plugin);
+  s.host_api = zctl_sink_host{sizeof(zctl_sink_host), 0, &s, &State::host_log, &State::host_complete};
+}
+
+SinkWorker::~SinkWorker() {
+  if (thread_.joinable()) stop(Clock::now());
+}
+
+void SinkWorker::start() {
+  State& s = *state_;
+  if (!s.config.spool.dir.empty()) {
+    log_warn("sink " + s.name + ": spool.dir is set but on-disk spooling is not available in this version; "
+             "queued events are kept in memory only");
+  }
+  std::string error;
+  const int32_t rc = s.create_instance(error);
+  if (rc == ZCTL_SINK_REJECT || rc < 0 || rc > ZCTL_SINK_PENDING) {
+    throw SinkSetupError("sink '" + s.name + "' (plugin " + s.plugin->name() + "): " + error);
+  }
+  {
+    std::lock_guard lock(s.mutex);
+    if (rc != ZCTL_SINK_OK) {
+      log_warn("sink " + s.name + ": not ready yet, will retry: " + error);
+      s.set_health(false, error);
+    } else {
+      s.set_health(true, {});
+    }
+  }
+  thread_ = std::thread([state = state_] {
+    state->run();
+    state->flush_instance();
+    state->destroy_instance();
+    state->finished = true;
+    std::lock_guard lock(state->mutex);
+    state->up_gauge->set(0);
+  });
+}
+
+bool SinkWorker::offer(const EventPtr& event) {
+  State& s = *state_;
+  std::unique_lock lock(s.mutex);
+  if (s.stopping || !s.matches(*event)) return true;
+  const uint64_t max = std::max<uint64_t>(s.config.queue.max_events, 1);
+  if (s.queue.size() >= max) {
+    switch (s.config.queue.when_full) {
+      case WhenFull::drop_newest:
+        s.count_drop("queue_full", 1);
+        return false;
+      case WhenFull::drop_oldest:
+        s.queue.pop_front();
+        s.count_drop("queue_full", 1);
+        break;
+      case WhenFull::block: {
+        if (s.stalled) {
+          s.count_drop("queue_full", 1);
+          return false;
+        }
+        ++s.blocked_producers;
+        const bool space = s.space_ready.wait_for(lock, s.config.queue.block_timeout,
+                                                  [&] { return s.queue.size() < max || s.stopping; });
+        --s.blocked_producers;
+        if (!space || s.stopping) {
+          s.stalled = true;
+          log_error("sink " + s.name + ": queue full for " + format_duration(s.config.queue.block_timeout) +
+                    "; shedding new events until it drains below half");
+          s.count_drop("queue_full", 1);
+          return false;
+        }
+        break;
+      }
+    }
+  }
+  s.queue.push_back(event);
+  s.queue_gauge->set(static_cast<double>(s.queue.size()));
+  if (s.queue.size() == 1) s.work_ready.notify_one();
+  return true;
+}
+
+void SinkWorker::request_reopen() {
+  std::lock_guard lock(state_->mutex);
+  state_->reopen_requested = true;
+  state_->work_ready.notify_one();
+}
+
+void SinkWorker::replace(SinkConfig config, std::shared_ptr<LoadedPlugin> plugin) {
+  std::lock_guard lock(state_->mutex);
+  state_->replacement.emplace(std::move(config), std::move(plugin));
+  state_->work_ready.notify_one();
+}
+
+bool SinkWorker::stop(Clock::time_point deadline) {
+  State& s = *state_;
+  {
+    std::lock_guard lock(s.mutex);
+    s.stopping = true;
+    s.deadline = deadline;
+    s.work_ready.notify_all();
+    s.space_ready.notify_all();
+    s.completion_ready.notify_all();
+  }
+  if (!thread_.joinable()) return true;
+  // Give a plugin call in progress a little past the deadline to return.
+  const auto give_up = deadline + std::chrono::seconds(2);
+  while (!s.finished && Clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  if (!s.finished) {
+    log_error("sink " + s.name + ": plugin call '" + std::string(s.call_name.load()) +
+              "' did not return; abandoning the sink's worker");
+    thread_.detach();  // it owns a reference to the state and the library
+    return false;
+  }
+  thread_.join();
+  return true;
+}
+
+SinkReport SinkWorker::take_report(Clock::time_point now) {
+  State& s = *state_;
+  SinkReport report;
+  const int64_t started = s.call_started_ns.load();
+  std::lock_guard lock(s.mutex);
+  if (started != 0) {
+    const auto in_call = now.time_since_epoch() - std::chrono::nanoseconds(started);
+    if (in_call > s.config.call_timeout && s.healthy) {
+      s.set_health(false, std::string("plugin call '") + s.call_name.load() + "' has not returned for " +
+                              format_duration(std::chrono::duration_cast<Duration>(in_call)));
+    }
+  }
+  if (!s.healthy && !s.announced_unhealthy) {
+    s.announced_unhealthy = true;
+    report.became_unhealthy = s.unhealthy_reason;
+  } else if (s.healthy && s.announced_unhealthy) {
+    s.announced_unhealthy = false;
+    report.recovered = true;
+  }
+  // At most one sink/dropped per reason and second: the announcement itself
+  // reaches this sink's (full) queue, and must not feed a loop of events.
+  if (!s.pending_drops.empty() && now - s.last_drop_report >= std::chrono::seconds(1)) {
+    report.dropped.swap(s.pending_drops);
+    s.last_drop_report = now;
+  }
+  return report;
+}
+
+const std::string& SinkWorker::name() const { return state_->name; }
+std::string SinkWorker::plugin_name() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->config.plugin;
+}
+std::string SinkWorker::config_fingerprint() const {
+  std::lock_guard lock(state_->mutex);
+  return sink_config_fingerprint(state_->replacement ? state_->replacement->first : state_->config);
+}
+bool SinkWorker::up() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->healthy && state_->up_gauge->value() > 0;
+}
+std::string SinkWorker::down_reason() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->unhealthy_reason;
+}
+uint64_t SinkWorker::queued() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->queue.size();
+}
+uint64_t SinkWorker::delivered() const { return state_->delivered_counter->value(); }
+uint64_t SinkWorker::failed() const { return state_->failed_counter->value(); }
+uint64_t SinkWorker::dropped() const { return state_->dropped_counter->value(); }
+
+}  // namespace zctl

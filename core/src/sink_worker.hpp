@@ -1,0 +1,85 @@
+// One configured sink: a bounded queue, a worker thread that owns the plugin
+// instance, and the per-sink metrics.
+//
+// Threads: offer() runs on the emitting thread (under the EventBus lock);
+// the worker thread makes every plugin call after start(); take_report()
+// and the status getters run on the supervisor thread. The worker's state
+// is shared with its thread, so a thread stuck in a hung plugin can be
+// abandoned at shutdown without freeing memory under it.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "zctl/core/config.hpp"
+#include "zctl/core/event.hpp"
+#include "zctl/core/metrics.hpp"
+#include "zctl/core/plugin_host.hpp"
+
+namespace zctl {
+
+// What the supervisor should announce since its last look.
+struct SinkReport {
+  std::optional<std::string> became_unhealthy;  // reason
+  bool recovered = false;
+  std::vector<std::pair<std::string, uint64_t>> dropped;  // reason -> count
+};
+
+class SinkWorker {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  SinkWorker(SinkConfig config, std::shared_ptr<LoadedPlugin> plugin, MetricsRegistry& metrics);
+  ~SinkWorker();
+
+  // Creates the first instance on the calling thread. Throws SinkSetupError
+  // when the plugin rejects the config; a retryable failure is left to the
+  // worker thread, which keeps trying with backoff.
+  void start();
+
+  // Filter, then queue under the when_full policy. Returns false when the
+  // event was dropped (counted; announced later by the supervisor).
+  bool offer(const EventPtr& event);
+
+  void request_reopen();
+  // Swaps the plugin instance between batches; the queue is kept.
+  void replace(SinkConfig config, std::shared_ptr<LoadedPlugin> plugin);
+
+  // Drains until the deadline, then flushes and destroys the instance.
+  // Returns false when the worker was stuck in the plugin and was abandoned.
+  bool stop(Clock::time_point deadline);
+
+  SinkReport take_report(Clock::time_point now);
+
+  const std::string& name() const;
+  std::string plugin_name() const;
+  std::string config_fingerprint() const;
+  bool up() const;
+  std::string down_reason() const;
+  uint64_t queued() const;
+  uint64_t delivered() const;
+  uint64_t failed() const;
+  uint64_t dropped() const;
+
+  struct State;  // shared with the worker thread; defined in the source
+
+ private:
+  std::shared_ptr<State> state_;
+  std::thread thread_;
+};
+
+// Fingerprint of everything in a SinkConfig, to tell a changed sink on reload.
+std::string sink_config_fingerprint(const SinkConfig& config);
+
+// Event type glob match ('*' any run, '?' one char).
+bool glob_match(std::string_view pattern, std::string_view text);
+
+}  // namespace zctl

@@ -7,11 +7,10 @@
 #include "zctl/core/config.hpp"
 
 #include <arpa/inet.h>
-#include <unistd.h>
-#include <yaml-cpp/yaml.h>
-
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
+#include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <array>
@@ -66,6 +65,14 @@ std::string one_of(std::span<const std::string_view> words) {
   return out;
 }
 
+// Booleans as the YAML 1.2 core schema spells them; "yes"/"on" are YAML 1.1
+// and stay strings.
+std::optional<bool> parse_yaml_bool(std::string_view text) {
+  if (text == "true" || text == "True" || text == "TRUE") return true;
+  if (text == "false" || text == "False" || text == "FALSE") return false;
+  return std::nullopt;
+}
+
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
 bool is_lower_alnum(char c) { return (c >= 'a' && c <= 'z') || is_digit(c); }
 bool is_alnum(char c) { return std::isalnum(static_cast<unsigned char>(c)) != 0; }
@@ -76,8 +83,9 @@ std::string fold_key(std::string_view key) {
   std::string out;
   for (size_t i = 0; i < key.size(); ++i) {
     const char c = key[i];
+    // A camelCase boundary: an upper-case letter after a lower-case one or a digit.
     const bool upper = c >= 'A' && c <= 'Z';
-    if (upper && i > 0 && key[i - 1] != '_' && key[i - 1] != '-') out.push_back('_');
+    if (upper && i > 0 && is_lower_alnum(key[i - 1])) out.push_back('_');
     out.push_back(c == '-' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
   }
   return out;
@@ -256,10 +264,10 @@ std::optional<std::string> address_problem(std::string_view text, AddressUse use
       return "an IPv6 address must be in brackets, e.g. \"[::1]:6262\"";
     }
     if (host.empty()) return "missing host (use 0.0.0.0 for all interfaces)";
-    const bool looks_numeric = std::all_of(host.begin(), host.end(),
-                                           [](char c) { return is_digit(c) || c == '.'; });
-    in_addr ignored{};
+    const bool looks_numeric =
+        std::all_of(host.begin(), host.end(), [](char c) { return is_digit(c) || c == '.'; });
     if (looks_numeric) {
+      in_addr ignored{};
       if (inet_pton(AF_INET, std::string(host).c_str(), &ignored) != 1) {
         return "'" + std::string(host) + "' is not an IPv4 address";
       }
@@ -296,14 +304,37 @@ std::string child_path(const std::string& parent, std::string_view key) {
 
 std::string describe(const YAML::Node& node) {
   switch (node.Type()) {
-    case YAML::NodeType::Scalar: return shown(node.Scalar());
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Map: return "a mapping";
-    default: return "nothing";
+    case YAML::NodeType::Scalar:
+      return shown(node.Scalar());
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    default:
+      return "nothing";
   }
 }
 
 bool is_known(const YAML::Mark& mark) { return mark.line >= 0 && mark.column >= 0; }
+
+// Whether "0s" is a meaningful value for a duration field.
+enum class ZeroDuration { allowed, rejected };
+
+// Remembers where each name was first used, for "duplicate ..." messages.
+class FirstSeen {
+ public:
+  // Records `name` at `mark`, or returns where it was seen before.
+  std::optional<YAML::Mark> add(const std::string& name, const YAML::Mark& mark) {
+    const auto earlier = std::find_if(seen_.begin(), seen_.end(),
+                                      [&](const auto& entry) { return entry.first == name; });
+    if (earlier != seen_.end()) return earlier->second;
+    seen_.emplace_back(name, mark);
+    return std::nullopt;
+  }
+
+ private:
+  std::vector<std::pair<std::string, YAML::Mark>> seen_;
+};
 
 // What `expected ..., got ...` says for each reader; kept together so the
 // man page and messages stay in step.
@@ -347,18 +378,19 @@ class ConfigReader {
     if (!item.node.IsMap()) return expected(item, "a mapping");
     std::vector<std::string_view> names;
     for (const auto& field : fields) names.push_back(field.key);
-    for_each_entry(item, [&](const std::string& key, const YAML::Node& key_node, const Item& value) {
-      const auto field = std::find_if(fields.begin(), fields.end(),
-                                      [&](const Field& f) { return f.key == key; });
-      if (field == fields.end()) {
-        const std::string hint = did_you_mean(key, names);
-        error(key_node.Mark(), item.path,
-              "unknown key " + shown(key) +
-                  (hint.empty() ? " (known keys: " + join(names, ", ") + ")" : hint));
-        return;
-      }
-      field->read(value);
-    });
+    for_each_entry(
+        item, [&](const std::string& key, const YAML::Node& key_node, const Item& value) {
+          const auto field = std::find_if(fields.begin(), fields.end(),
+                                          [&](const Field& f) { return f.key == key; });
+          if (field == fields.end()) {
+            const std::string hint = did_you_mean(key, names);
+            error(key_node.Mark(), item.path,
+                  "unknown key " + shown(key) +
+                      (hint.empty() ? " (known keys: " + join(names, ", ") + ")" : hint));
+            return;
+          }
+          field->read(value);
+        });
   }
 
   // Calls `visit` for every entry with a string key; reports non-string and
@@ -366,7 +398,7 @@ class ConfigReader {
   void for_each_entry(
       const Item& item,
       const std::function<void(const std::string&, const YAML::Node&, const Item&)>& visit) {
-    std::vector<std::pair<std::string, YAML::Mark>> seen;
+    FirstSeen keys;
     for (const auto& entry : item.node) {
       const YAML::Node& key_node = entry.first;
       if (!key_node.IsScalar()) {
@@ -375,14 +407,11 @@ class ConfigReader {
       }
       const std::string& key = key_node.Scalar();
       const std::string path = child_path(item.path, key);
-      const auto first = std::find_if(seen.begin(), seen.end(),
-                                      [&](const auto& s) { return s.first == key; });
-      if (first != seen.end()) {
+      if (const auto earlier = keys.add(key, key_node.Mark())) {
         error(key_node.Mark(), path,
-              "duplicate key " + shown(key) + " (first given at " + position(first->second) + ")");
+              "duplicate key " + shown(key) + " (first given at " + position(*earlier) + ")");
         continue;
       }
-      seen.emplace_back(key, key_node.Mark());
       // yaml-cpp marks an empty value at the next token, often on the next
       // line; the key is where the user will look.
       const YAML::Node& value = entry.second;
@@ -430,14 +459,7 @@ class ConfigReader {
   }
 
   bool boolean(const Item& item, bool& out) {
-    return choice(item, out,
-                  Choice<bool>{{"true", "false"}, [](std::string_view text) -> std::optional<bool> {
-                                 if (text == "true" || text == "True" || text == "TRUE") return true;
-                                 if (text == "false" || text == "False" || text == "FALSE") {
-                                   return false;
-                                 }
-                                 return std::nullopt;
-                               }});
+    return choice(item, out, Choice<bool>{{"true", "false"}, parse_yaml_bool});
   }
 
   // One value out of a fixed set; the message lists the set.
@@ -469,7 +491,6 @@ class ConfigReader {
     return bounded(item, out, min, max, kSizeHint, parse_size);
   }
 
-  enum class ZeroDuration { allowed, rejected };
   bool duration(const Item& item, Duration& out, ZeroDuration zero) {
     const auto text = scalar(item, kDurationHint);
     if (!text) return false;
@@ -545,8 +566,8 @@ class ConfigReader {
       return false;
     }
     if (*value < min || *value > max) {
-      const std::string limit = *value < min ? "at least " + std::to_string(min)
-                                             : "at most " + std::to_string(max);
+      const std::string limit =
+          *value < min ? "at least " + std::to_string(min) : "at most " + std::to_string(max);
       error(item, "must be " + limit + ", got " + *text);
       return false;
     }
@@ -618,8 +639,7 @@ class ConfigReader {
       return writer.String(text.data(), static_cast<rapidjson::SizeType>(text.size()));
     };
     if (node.Tag() != "?") return as_string();
-    if (text == "true" || text == "True" || text == "TRUE") return writer.Bool(true);
-    if (text == "false" || text == "False" || text == "FALSE") return writer.Bool(false);
+    if (const auto flag = parse_yaml_bool(text)) return writer.Bool(*flag);
     if (text == "null" || text == "Null" || text == "NULL" || text == "~") return writer.Null();
     if (is_json_number(text)) {
       return writer.RawValue(text.data(), text.size(), rapidjson::kNumberType);
@@ -638,9 +658,11 @@ class ConfigReader {
     }
     const bool yaml_float_chars =
         !unsigned_part.empty() &&
-        std::all_of(unsigned_part.begin(), unsigned_part.end(), [](char c) {
-          return is_digit(c) || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-';
-        }) &&
+        std::all_of(unsigned_part.begin(), unsigned_part.end(),
+                    [](char c) {
+                      return is_digit(c) || c == '.' || c == 'e' || c == 'E' || c == '+' ||
+                             c == '-';
+                    }) &&
         std::any_of(unsigned_part.begin(), unsigned_part.end(), is_digit) &&
         (is_digit(unsigned_part.front()) || unsigned_part.front() == '.');
     if (yaml_float_chars) {
@@ -650,7 +672,9 @@ class ConfigReader {
         const bool integral = unsigned_part.find_first_of(".eE") == std::string_view::npos;
         const auto whole = integral ? parse_unsigned(unsigned_part) : std::nullopt;
         if (whole && !negative) return writer.Uint64(*whole);
-        if (whole && *whole <= uint64_t{1} << 63) return writer.Int64(static_cast<int64_t>(0 - *whole));
+        if (whole && *whole <= uint64_t{1} << 63) {
+          return writer.Int64(static_cast<int64_t>(0 - *whole));
+        }
         return writer.Double(value);
       }
     }
@@ -683,14 +707,15 @@ void read_tls(ConfigReader& r, const Item& item, TlsConfig& tls) {
 }
 
 bool is_sink_name(std::string_view name) {
-  return !name.empty() &&
-         std::all_of(name.begin(), name.end(),
-                     [](char c) { return is_lower_alnum(c) || c == '_' || c == '-'; });
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+    return is_lower_alnum(c) || c == '_' || c == '-';
+  });
 }
 
 bool is_node_id(std::string_view id) {
-  return !id.empty() && id.size() <= 64 &&
-         std::all_of(id.begin(), id.end(), [](char c) { return is_alnum(c) || c == '_' || c == '-'; });
+  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+    return is_alnum(c) || c == '_' || c == '-';
+  });
 }
 
 void read_node(ConfigReader& r, const Item& item, NodeConfig& node) {
@@ -712,71 +737,69 @@ void read_node(ConfigReader& r, const Item& item, NodeConfig& node) {
 
 void read_mesh(ConfigReader& r, const Item& item, MeshConfig& mesh) {
   const auto stray = [&](const Item& v) {
-    r.mapping(v, {
-                     {"grace_period",
-                      [&](const Item& d) {
-                        r.duration(d, mesh.stray.grace_period, ConfigReader::ZeroDuration::rejected);
-                      }},
-                     {"action",
-                      [&](const Item& a) { r.choice(a, mesh.stray.action, enum_choice(kStrayActions)); }},
-                     {"log_level",
-                      [&](const Item& l) { r.choice(l, mesh.stray.log_level, log_level_choice()); }},
-                 });
+    r.mapping(
+        v, {
+               {"grace_period",
+                [&](const Item& d) {
+                  r.duration(d, mesh.stray.grace_period, ZeroDuration::rejected);
+                }},
+               {"action",
+                [&](const Item& a) { r.choice(a, mesh.stray.action, enum_choice(kStrayActions)); }},
+               {"log_level",
+                [&](const Item& l) { r.choice(l, mesh.stray.log_level, log_level_choice()); }},
+           });
   };
   const auto flood = [&](const Item& v) {
-    r.mapping(v, {
-                     {"window",
-                      [&](const Item& d) {
-                        r.duration(d, mesh.flood.window, ConfigReader::ZeroDuration::rejected);
-                      }},
-                     {"max_connections_per_source",
-                      [&](const Item& n) { r.number(n, mesh.flood.max_connections_per_source, 1); }},
-                 });
+    r.mapping(
+        v, {
+               {"window",
+                [&](const Item& d) { r.duration(d, mesh.flood.window, ZeroDuration::rejected); }},
+               {"max_connections_per_source",
+                [&](const Item& n) { r.number(n, mesh.flood.max_connections_per_source, 1); }},
+           });
   };
-  r.mapping(item, {
-                      {"listen", [&](const Item& v) { r.address(v, mesh.listen, AddressUse::listen); }},
-                      // The smallest frame must still hold a hello; a size
-                      // suffix is accepted (64KiB) as for other byte counts.
-                      {"max_frame_bytes", [&](const Item& v) { r.size(v, mesh.max_frame_bytes, 64); }},
-                      {"max_pending", [&](const Item& v) { r.number(v, mesh.max_pending, 1); }},
-                      {"max_pending_per_source",
-                       [&](const Item& v) { r.number(v, mesh.max_pending_per_source, 1); }},
-                      {"tls", [&](const Item& v) { read_tls(r, v, mesh.tls); }},
-                      {"join_token_file", [&](const Item& v) { r.string(v, mesh.join_token_file); }},
-                      {"stray", stray},
-                      {"flood", flood},
-                  });
+  r.mapping(item,
+            {
+                {"listen", [&](const Item& v) { r.address(v, mesh.listen, AddressUse::listen); }},
+                // A byte count, so a size suffix (64KiB) is accepted too.
+                {"max_frame_bytes", [&](const Item& v) { r.size(v, mesh.max_frame_bytes, 64); }},
+                {"max_pending", [&](const Item& v) { r.number(v, mesh.max_pending, 1); }},
+                {"max_pending_per_source",
+                 [&](const Item& v) { r.number(v, mesh.max_pending_per_source, 1); }},
+                {"tls", [&](const Item& v) { read_tls(r, v, mesh.tls); }},
+                {"join_token_file", [&](const Item& v) { r.string(v, mesh.join_token_file); }},
+                {"stray", stray},
+                {"flood", flood},
+            });
 }
 
 void read_cluster(ConfigReader& r, const Item& item, ClusterConfig& cluster) {
   std::optional<Item> heartbeat_item;
   std::optional<Item> join_item;
-  r.mapping(item,
-            {
-                {"raft_listen", [&](const Item& v) { r.address(v, cluster.raft_listen, AddressUse::listen); }},
-                {"bootstrap", [&](const Item& v) { r.boolean(v, cluster.bootstrap); }},
-                {"join",
-                 [&](const Item& v) {
-                   join_item = v;
-                   r.list<std::string>(v, cluster.join, "HOST:PORT addresses",
-                                       [&](const Item& e, std::string& out) {
-                                         return r.address(e, out, AddressUse::peer);
-                                       });
-                 }},
-                {"election_timeout",
-                 [&](const Item& v) {
-                   r.duration(v, cluster.election_timeout, ConfigReader::ZeroDuration::rejected);
-                 }},
-                {"heartbeat",
-                 [&](const Item& v) {
-                   heartbeat_item = v;
-                   r.duration(v, cluster.heartbeat, ConfigReader::ZeroDuration::rejected);
-                 }},
-                {"leader_stability",
-                 [&](const Item& v) {
-                   r.duration(v, cluster.leader_stability, ConfigReader::ZeroDuration::allowed);
-                 }},
-            });
+  r.mapping(
+      item,
+      {
+          {"raft_listen",
+           [&](const Item& v) { r.address(v, cluster.raft_listen, AddressUse::listen); }},
+          {"bootstrap", [&](const Item& v) { r.boolean(v, cluster.bootstrap); }},
+          {"join",
+           [&](const Item& v) {
+             join_item = v;
+             r.list<std::string>(v, cluster.join, "HOST:PORT addresses",
+                                 [&](const Item& e, std::string& out) {
+                                   return r.address(e, out, AddressUse::peer);
+                                 });
+           }},
+          {"election_timeout",
+           [&](const Item& v) { r.duration(v, cluster.election_timeout, ZeroDuration::rejected); }},
+          {"heartbeat",
+           [&](const Item& v) {
+             heartbeat_item = v;
+             r.duration(v, cluster.heartbeat, ZeroDuration::rejected);
+           }},
+          {"leader_stability",
+           [&](const Item& v) { r.duration(v, cluster.leader_stability, ZeroDuration::allowed); }},
+      });
   if (cluster.heartbeat >= cluster.election_timeout) {
     r.error(heartbeat_item ? *heartbeat_item : item,
             "heartbeat (" + format_duration(cluster.heartbeat) +
@@ -790,17 +813,30 @@ void read_cluster(ConfigReader& r, const Item& item, ClusterConfig& cluster) {
 }
 
 void read_admin(ConfigReader& r, const Item& item, AdminConfig& admin) {
-  r.mapping(item, {
-                      {"listen", [&](const Item& v) { r.address(v, admin.listen, AddressUse::listen); }},
-                      {"token_file", [&](const Item& v) { r.string(v, admin.token_file); }},
-                      {"tls", [&](const Item& v) { read_tls(r, v, admin.tls); }},
-                  });
+  r.mapping(item,
+            {
+                {"listen", [&](const Item& v) { r.address(v, admin.listen, AddressUse::listen); }},
+                {"token_file", [&](const Item& v) { r.string(v, admin.token_file); }},
+                {"tls", [&](const Item& v) { read_tls(r, v, admin.tls); }},
+            });
 }
 
-// Names already used by earlier sinks, with where their `name:` is.
-using SeenNames = std::vector<std::pair<std::string, YAML::Mark>>;
+// Sink names label metrics and events, so they are restricted and unique.
+void read_sink_name(ConfigReader& r, const Item& item, std::string& out, FirstSeen& sink_names) {
+  std::string name;
+  if (!r.string(item, name)) return;
+  if (!is_sink_name(name)) {
+    return r.error(
+        item, "invalid sink name " + shown(name) + ": use lowercase letters, digits, '_' and '-'");
+  }
+  if (const auto earlier = sink_names.add(name, item.mark)) {
+    return r.error(item, "duplicate sink name " + shown(name) + " (first defined at " +
+                             position(*earlier) + ")");
+  }
+  out = name;
+}
 
-void read_sink(ConfigReader& r, const Item& item, SinkConfig& sink, SeenNames& seen_names) {
+void read_sink(ConfigReader& r, const Item& item, SinkConfig& sink, FirstSeen& sink_names) {
   if (!item.node.IsMap()) return r.expected(item, "a sink mapping with at least name and plugin");
   bool has_name = false;
   bool has_plugin = false;
@@ -824,30 +860,30 @@ void read_sink(ConfigReader& r, const Item& item, SinkConfig& sink, SeenNames& s
                  });
   };
   const auto queue = [&](const Item& v) {
-    r.mapping(v, {
-                     {"max_events", [&](const Item& n) { r.number(n, sink.queue.max_events, 1); }},
-                     {"when_full",
-                      [&](const Item& w) { r.choice(w, sink.queue.when_full, enum_choice(kWhenFull)); }},
-                     {"block_timeout",
-                      [&](const Item& d) {
-                        r.duration(d, sink.queue.block_timeout, ConfigReader::ZeroDuration::allowed);
-                      }},
-                     {"batch_max", [&](const Item& n) { r.number(n, sink.queue.batch_max, 1); }},
-                 });
+    r.mapping(
+        v, {
+               {"max_events", [&](const Item& n) { r.number(n, sink.queue.max_events, 1); }},
+               {"when_full",
+                [&](const Item& w) { r.choice(w, sink.queue.when_full, enum_choice(kWhenFull)); }},
+               {"block_timeout",
+                [&](const Item& d) {
+                  r.duration(d, sink.queue.block_timeout, ZeroDuration::allowed);
+                }},
+               {"batch_max", [&](const Item& n) { r.number(n, sink.queue.batch_max, 1); }},
+           });
   };
   const auto retry = [&](const Item& v) {
-    r.mapping(v, {
-                     {"initial",
-                      [&](const Item& d) {
-                        r.duration(d, sink.retry.initial, ConfigReader::ZeroDuration::rejected);
-                      }},
-                     {"max",
-                      [&](const Item& d) {
-                        retry_max_item = d;
-                        r.duration(d, sink.retry.max, ConfigReader::ZeroDuration::rejected);
-                      }},
-                     {"max_attempts", [&](const Item& n) { r.number(n, sink.retry.max_attempts, 0); }},
-                 });
+    r.mapping(
+        v, {
+               {"initial",
+                [&](const Item& d) { r.duration(d, sink.retry.initial, ZeroDuration::rejected); }},
+               {"max",
+                [&](const Item& d) {
+                  retry_max_item = d;
+                  r.duration(d, sink.retry.max, ZeroDuration::rejected);
+                }},
+               {"max_attempts", [&](const Item& n) { r.number(n, sink.retry.max_attempts, 0); }},
+           });
   };
   const auto spool = [&](const Item& v) {
     r.mapping(v, {
@@ -855,42 +891,26 @@ void read_sink(ConfigReader& r, const Item& item, SinkConfig& sink, SeenNames& s
                      {"max_bytes", [&](const Item& s) { r.size(s, sink.spool.max_bytes, 1); }},
                  });
   };
-  r.mapping(item, {
-                      {"name",
-                       [&](const Item& v) {
-                         has_name = true;
-                         std::string name;
-                         if (!r.string(v, name)) return;
-                         if (!is_sink_name(name)) {
-                           r.error(v, "invalid sink name " + shown(name) +
-                                          ": use lowercase letters, digits, '_' and '-'");
-                           return;
-                         }
-                         const auto first = std::find_if(seen_names.begin(), seen_names.end(),
-                                                         [&](const auto& s) { return s.first == name; });
-                         if (first != seen_names.end()) {
-                           r.error(v, "duplicate sink name " + shown(name) + " (first defined at " +
-                                          position(first->second) + ")");
-                           return;
-                         }
-                         seen_names.emplace_back(name, v.mark);
-                         sink.name = name;
-                       }},
-                      {"plugin",
-                       [&](const Item& v) {
-                         has_plugin = true;
-                         r.non_empty_string(v, sink.plugin);
-                       }},
-                      {"filter", filter},
-                      {"queue", queue},
-                      {"retry", retry},
-                      {"spool", spool},
-                      {"call_timeout",
-                       [&](const Item& v) {
-                         r.duration(v, sink.call_timeout, ConfigReader::ZeroDuration::rejected);
-                       }},
-                      {"config", [&](const Item& v) { r.json(v, sink.config_json); }},
-                  });
+  r.mapping(item,
+            {
+                {"name",
+                 [&](const Item& v) {
+                   has_name = true;
+                   read_sink_name(r, v, sink.name, sink_names);
+                 }},
+                {"plugin",
+                 [&](const Item& v) {
+                   has_plugin = true;
+                   r.non_empty_string(v, sink.plugin);
+                 }},
+                {"filter", filter},
+                {"queue", queue},
+                {"retry", retry},
+                {"spool", spool},
+                {"call_timeout",
+                 [&](const Item& v) { r.duration(v, sink.call_timeout, ZeroDuration::rejected); }},
+                {"config", [&](const Item& v) { r.json(v, sink.config_json); }},
+            });
   if (!has_name) r.error(item, "missing required key 'name'");
   if (!has_plugin) r.error(item, "missing required key 'plugin'");
   if (sink.retry.initial > sink.retry.max) {
@@ -901,10 +921,10 @@ void read_sink(ConfigReader& r, const Item& item, SinkConfig& sink, SeenNames& s
 }
 
 void read_sinks(ConfigReader& r, const Item& item, std::vector<SinkConfig>& sinks) {
-  SeenNames seen_names;
+  FirstSeen sink_names;
   r.sequence(item, "sink mappings", [&](const Item& element) {
     SinkConfig sink;
-    read_sink(r, element, sink, seen_names);
+    read_sink(r, element, sink, sink_names);
     sinks.push_back(std::move(sink));
   });
 }
@@ -983,15 +1003,21 @@ ConfigParseResult parse_config(std::string_view yaml_text) {
   Config config;
   try {
     const std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml_text));
-    if (documents.size() > 1) {
-      reader.error(documents[1].Mark(), "",
+    // A stray trailing "---" yields an empty extra document; only content counts.
+    const auto extra =
+        std::find_if(documents.begin() + (documents.empty() ? 0 : 1), documents.end(),
+                     [](const YAML::Node& d) { return !d.IsNull(); });
+    if (extra != documents.end()) {
+      reader.error(extra->Mark(), "",
                    "expected one YAML document, found " + std::to_string(documents.size()));
     }
     // No document at all (empty text, only comments) is the all-defaults config.
-    if (!documents.empty()) read_config(reader, Item{documents[0], "", documents[0].Mark()}, config);
+    if (!documents.empty()) {
+      read_config(reader, Item{documents[0], "", documents[0].Mark()}, config);
+    }
   } catch (const YAML::Exception& e) {
-    // A syntax error ends the walk: nothing after it can be trusted.
-    reader.errors.clear();
+    // yaml-cpp reads the whole text before the walk, so a syntax error is
+    // the only error: nothing after it could be trusted.
     reader.error(e.mark, "", e.msg);
   }
   // Cross-field checks run after their section; file order reads best.
@@ -1008,8 +1034,8 @@ ConfigParseResult parse_config(std::string_view yaml_text) {
 ConfigParseResult load_config_file(const std::string& path) {
   const auto unreadable = [&](int error_number) {
     ConfigParseResult result;
-    result.errors.push_back(ConfigError{0, 0, "", "cannot read file: " +
-                                                      std::string(std::strerror(error_number))});
+    result.errors.push_back(
+        ConfigError{0, 0, "", "cannot read file: " + std::string(std::strerror(error_number))});
     return result;
   };
   std::FILE* file = std::fopen(path.c_str(), "rb");
@@ -1017,7 +1043,9 @@ ConfigParseResult load_config_file(const std::string& path) {
   std::string text;
   std::array<char, 16384> chunk{};
   size_t got = 0;
-  while ((got = std::fread(chunk.data(), 1, chunk.size(), file)) > 0) text.append(chunk.data(), got);
+  while ((got = std::fread(chunk.data(), 1, chunk.size(), file)) > 0) {
+    text.append(chunk.data(), got);
+  }
   const bool failed = std::ferror(file) != 0;
   const int read_errno = errno;  // e.g. EISDIR: fopen() accepts a directory
   std::fclose(file);
@@ -1042,8 +1070,9 @@ void resolve_defaults(Config& config, const std::string& executable_dir) {
     // Same relative layout in the build tree and the install tree
     // (bin/zctl next to lib/zctl/plugins).
     if (!executable_dir.empty()) {
-      config.plugins.path.push_back(
-          (fs::path(executable_dir) / ".." / "lib" / "zctl" / "plugins").lexically_normal().string());
+      config.plugins.path.push_back((fs::path(executable_dir) / ".." / "lib" / "zctl" / "plugins")
+                                        .lexically_normal()
+                                        .string());
     }
   }
   // sinks.empty() keeps a second call from adding a second default sink.
@@ -1063,7 +1092,8 @@ std::optional<Duration> parse_duration(std::string_view text) {
     int64_t milliseconds;
   };
   // Largest first: components must appear in this order, each at most once.
-  constexpr std::array<Unit, 4> kUnits = {{{"h", 3'600'000}, {"m", 60'000}, {"s", 1'000}, {"ms", 1}}};
+  constexpr std::array<Unit, 4> kUnits = {
+      {{"h", 3'600'000}, {"m", 60'000}, {"s", 1'000}, {"ms", 1}}};
   if (text.empty()) return std::nullopt;
   int64_t total = 0;
   size_t next_unit = 0;  // index of the largest unit still allowed

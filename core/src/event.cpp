@@ -42,7 +42,7 @@ namespace {
 struct SecondCache {
   std::time_t second = -1;
   char date_time[20] = {};  // "YYYY-MM-DDTHH:MM:SS"
-  char offset[7] = {};      // "+HH:MM"
+  char offset[16] = {};     // "+HH:MM"
 };
 
 const SecondCache& cached_second(std::time_t second) {
@@ -52,8 +52,8 @@ const SecondCache& cached_second(std::time_t second) {
     localtime_r(&second, &local);
     std::strftime(cache.date_time, sizeof cache.date_time, "%Y-%m-%dT%H:%M:%S", &local);
     const long offset_minutes = local.tm_gmtoff / 60;
-    const long abs_minutes = offset_minutes < 0 ? -offset_minutes : offset_minutes;
-    std::snprintf(cache.offset, sizeof cache.offset, "%c%02ld:%02ld", offset_minutes < 0 ? '-' : '+',
+    const int abs_minutes = static_cast<int>((offset_minutes < 0 ? -offset_minutes : offset_minutes) % (24 * 60));
+    std::snprintf(cache.offset, sizeof cache.offset, "%c%02d:%02d", offset_minutes < 0 ? '-' : '+',
                   abs_minutes / 60, abs_minutes % 60);
     cache.second = second;
   }

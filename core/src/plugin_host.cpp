@@ -21,6 +21,10 @@ LoadedPlugin::LoadedPlugin(std::unique_ptr<Library> library, const zctl_sink_plu
 
 LoadedPlugin::~LoadedPlugin() = default;
 
+std::shared_ptr<LoadedPlugin> LoadedPlugin::in_process(const zctl_sink_plugin& descriptor, std::string label) {
+  return std::make_shared<LoadedPlugin>(nullptr, descriptor, std::move(label));
+}
+
 namespace {
 
 // Every field through `destroy` exists since ABI 1.0; a descriptor smaller
@@ -70,6 +74,12 @@ PluginLoadResult PluginHost::load_file(const std::string& path) {
   auto entry = library->library.get<const zctl_sink_plugin*()>(ZCTL_SINK_ENTRY_SYMBOL);
   const zctl_sink_plugin* theirs = entry();
   if (theirs == nullptr) return refuse(path, "entry symbol returned no descriptor");
+  // struct_size and the ABI version come first in every version; read
+  // nothing else before knowing how much there is.
+  constexpr size_t kVersionPrefix = offsetof(zctl_sink_plugin, abi_minor) + sizeof(uint16_t);
+  if (theirs->struct_size < kVersionPrefix) {
+    return refuse(path, "descriptor is " + std::to_string(theirs->struct_size) + " bytes, too small to hold an ABI version");
+  }
   if (theirs->abi_major != ZCTL_SINK_ABI_MAJOR) {
     return refuse(path, "plugin ABI " + abi_text(theirs->abi_major, theirs->abi_minor) +
                             " has a different major version than this host (" +

@@ -287,12 +287,10 @@ struct SinkWorker::State {
         count_drop("rejected", n);
         return;
       }
-      // RETRY, an invalid code, or an exception: transient until attempts run out.
+      // RETRY (attempt_once maps invalid codes and escaped exceptions to it):
+      // transient until attempts run out.
       retried_counter->inc(n);
       ++consecutive_failures;
-      if (rc != ZCTL_SINK_RETRY) {
-        reason = "plugin returned invalid result code " + std::to_string(rc) + (reason.empty() ? "" : ": " + reason);
-      }
       log_warn("sink " + name + ": delivery attempt " + std::to_string(attempt) + " failed: " + reason);
       {
         std::lock_guard lock(mutex);
@@ -348,20 +346,29 @@ struct SinkWorker::State {
       awaited_batch = 0;
       retry_after_ms = completion_retry_after_ms;
       reason = completion_reason;
-      return *completion_result == ZCTL_SINK_PENDING ? -2 : *completion_result;
+      const int32_t completed = *completion_result;
+      if (completed != ZCTL_SINK_OK && completed != ZCTL_SINK_RETRY && completed != ZCTL_SINK_REJECT) {
+        reason = "plugin completed a batch with invalid result code " + std::to_string(completed);
+        return ZCTL_SINK_RETRY;
+      }
+      return completed;
     }
     {
       std::lock_guard lock(mutex);
       awaited_batch = 0;
     }
-    if (rc == ZCTL_SINK_PENDING) rc = -3;  // pending without the capability is a protocol violation
+    reason_buf[kReasonCap - 1] = '\0';
+    reason = reason_buf;
+    retry_after_ms = status.retry_after_ms;
     if (rc == -1) {
       reason = "plugin let an exception escape from emit";
-    } else {
-      reason_buf[kReasonCap - 1] = '\0';
-      reason = reason_buf;
+    } else if (rc == ZCTL_SINK_PENDING) {
+      reason = "plugin returned PENDING without declaring ZCTL_SINK_CAP_ASYNC_COMPLETION";
+      rc = ZCTL_SINK_RETRY;
+    } else if (rc != ZCTL_SINK_OK && rc != ZCTL_SINK_RETRY && rc != ZCTL_SINK_REJECT) {
+      reason = "plugin returned invalid result code " + std::to_string(rc) + (reason.empty() ? "" : ": " + reason);
+      rc = ZCTL_SINK_RETRY;
     }
-    retry_after_ms = status.retry_after_ms;
     return rc;
   }
 

@@ -76,13 +76,23 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
 
 [[noreturn]] void unknown_key(std::string_view key) {
   std::string msg = "unknown key '" + std::string(key) + "'";
+  // Suggest a close match: at most two edits away, or a prefix of a known key ("max_size").
   std::string_view best;
-  std::size_t best_distance = 3;  // suggest only close matches
+  std::size_t best_distance = 3;
   for (const char* k : kKeys) {
-    const std::size_t d = edit_distance(key, k);
+    const std::string_view known(k);
+    const std::size_t d = edit_distance(key, known);
     if (d < best_distance) {
       best_distance = d;
-      best = k;
+      best = known;
+    }
+  }
+  if (best.empty() && key.size() >= 3) {
+    for (const char* k : kKeys) {
+      if (std::string_view(k).substr(0, key.size()) == key) {
+        best = k;
+        break;
+      }
     }
   }
   if (!best.empty()) {

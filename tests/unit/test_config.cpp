@@ -2,7 +2,6 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -51,7 +50,8 @@ std::string located(const ConfigError& e) {
 }
 
 std::string sink_config_json(std::string_view config_yaml) {
-  const std::string yaml = "sinks:\n  - name: s\n    plugin: p\n    config: " + std::string(config_yaml) + "\n";
+  const std::string yaml =
+      "sinks:\n  - name: s\n    plugin: p\n    config: " + std::string(config_yaml) + "\n";
   const auto config = parsed(yaml);
   REQUIRE(config.sinks.size() == 1);
   return config.sinks[0].config_json;
@@ -105,7 +105,7 @@ std::filesystem::path source_file(const std::filesystem::path& relative) {
 // Valid documents
 
 TEST_CASE("an empty or comment-only document is the all-defaults config", "[config]") {
-  for (const char* text : {"", "\n", "# nothing here\n# at all\n", "---\n"}) {
+  for (const char* text : {"", "\n", "# nothing here\n# at all\n", "---\n", "---\n...\n"}) {
     INFO("document: '" << text << "'");
     const auto config = parsed(text);
     CHECK(config.mesh.listen == "127.0.0.1:6262");
@@ -251,6 +251,7 @@ TEST_CASE("the document must be one mapping", "[config]") {
   CHECK(located(only_error("hello\n")) == "1:1 : expected a mapping, got 'hello'");
   CHECK(located(only_error("node: {}\n---\nmesh: {}\n")) ==
         "3:1 : expected one YAML document, found 2");
+  CHECK(parsed("node: {id: a}\n---\n").node.id == "a");  // a trailing separator is harmless
 }
 
 TEST_CASE("unknown keys suggest the closest known key", "[config]") {
@@ -260,7 +261,12 @@ TEST_CASE("unknown keys suggest the closest known key", "[config]") {
         "2:3 mesh: unknown key 'max-pending' (did you mean 'max_pending'?)");
   CHECK(located(only_error("cluster:\n  hearbeat: 1s\n")) ==
         "2:3 cluster: unknown key 'hearbeat' (did you mean 'heartbeat'?)");
-  CHECK(located(only_error("Node: {id: a}\n")) == "1:1 : unknown key 'Node' (did you mean 'node'?)");
+  CHECK(located(only_error("mesh:\n  MAX_PENDING: 5\n")) ==
+        "2:3 mesh: unknown key 'MAX_PENDING' (did you mean 'max_pending'?)");
+  CHECK(located(only_error("node: {ID: a}\n")) ==
+        "1:8 node: unknown key 'ID' (did you mean 'id'?)");
+  CHECK(located(only_error("Node: {id: a}\n")) ==
+        "1:1 : unknown key 'Node' (did you mean 'node'?)");
   CHECK(located(only_error("sinks:\n  - name: a\n    plugin: p\n    Queue: {}\n")) ==
         "4:5 sinks[0]: unknown key 'Queue' (did you mean 'queue'?)");
 }
@@ -294,7 +300,8 @@ TEST_CASE("wrong types name what was expected and what was found", "[config]") {
         "2:11 mesh.listen: expected HOST:PORT like 0.0.0.0:6262 or \"[::1]:6262\", got a mapping");
   CHECK(located(only_error("cluster:\n  join: 10.0.0.1:6262\n")) ==
         "2:9 cluster.join: expected a list of HOST:PORT addresses, got '10.0.0.1:6262'");
-  CHECK(located(only_error("sinks:\n  - name: a\n    plugin: p\n    spool: { max_bytes: 1.5GB }\n")) ==
+  CHECK(located(
+            only_error("sinks:\n  - name: a\n    plugin: p\n    spool: { max_bytes: 1.5GB }\n")) ==
         "4:25 sinks[0].spool.max_bytes: expected a size like 65536, 64KiB or 1GiB, got '1.5GB'");
 }
 
@@ -322,9 +329,11 @@ TEST_CASE("numbers out of range", "[config]") {
 }
 
 TEST_CASE("invalid enum values list the allowed ones", "[config]") {
-  CHECK(located(only_error("sinks:\n  - name: a\n    plugin: p\n    queue: { when_full: kill }\n")) ==
-        "4:25 sinks[0].queue.when_full: expected block, drop_newest or drop_oldest, got 'kill'");
-  CHECK(located(only_error("sinks:\n  - name: a\n    plugin: p\n    queue: { when_full: drop-newest }\n")) ==
+  CHECK(
+      located(only_error("sinks:\n  - name: a\n    plugin: p\n    queue: { when_full: kill }\n")) ==
+      "4:25 sinks[0].queue.when_full: expected block, drop_newest or drop_oldest, got 'kill'");
+  CHECK(located(only_error(
+            "sinks:\n  - name: a\n    plugin: p\n    queue: { when_full: drop-newest }\n")) ==
         "4:25 sinks[0].queue.when_full: expected block, drop_newest or drop_oldest, got "
         "'drop-newest' (did you mean 'drop_newest'?)");
   CHECK(located(only_error("mesh: { stray: { action: kick } }\n")) ==
@@ -332,13 +341,15 @@ TEST_CASE("invalid enum values list the allowed ones", "[config]") {
   CHECK(located(only_error("mesh: { stray: { log_level: loud } }\n")) ==
         "1:29 mesh.stray.log_level: expected trace, debug, info, warn, error, critical or off, "
         "got 'loud'");
-  CHECK(located(only_error("sinks: [ { name: a, plugin: p, filter: { namespaces: [clustre] } } ]\n")) ==
+  CHECK(located(
+            only_error("sinks: [ { name: a, plugin: p, filter: { namespaces: [clustre] } } ]\n")) ==
         "1:55 sinks[0].filter.namespaces[0]: expected cluster, connection, node or sink, got "
         "'clustre' (did you mean 'cluster'?)");
 }
 
 TEST_CASE("log_level goes through parse_log_level", "[config]") {
-  CHECK(parsed("mesh: { stray: { log_level: debug } }").mesh.stray.log_level == zctl::LogLevel::debug);
+  CHECK(parsed("mesh: { stray: { log_level: debug } }").mesh.stray.log_level ==
+        zctl::LogLevel::debug);
   CHECK(parsed("mesh: { stray: { log_level: off } }").mesh.stray.log_level == zctl::LogLevel::off);
 }
 
@@ -350,7 +361,8 @@ TEST_CASE("sinks need a valid, unique name and a plugin", "[config]") {
     plugin: file
 )");
   REQUIRE(duplicate.size() == 1);
-  CHECK(located(duplicate[0]) == "4:11 sinks[1].name: duplicate sink name 'audit' (first defined at 2:11)");
+  CHECK(located(duplicate[0]) ==
+        "4:11 sinks[1].name: duplicate sink name 'audit' (first defined at 2:11)");
 
   const auto missing = errors_of("sinks:\n  - filter: {}\n  - name: b\n");
   REQUIRE(missing.size() == 3);
@@ -359,9 +371,10 @@ TEST_CASE("sinks need a valid, unique name and a plugin", "[config]") {
   CHECK(located(missing[2]) == "3:5 sinks[1]: missing required key 'plugin'");
 
   CHECK(located(only_error("sinks:\n  - name: Audit Log\n    plugin: file\n")) ==
-        "2:11 sinks[0].name: invalid sink name 'Audit Log': use lowercase letters, digits, '_' and '-'");
-  CHECK(located(only_error("sinks:\n  - name: \"\"\n    plugin: file\n")).find("invalid sink name ''") !=
-        std::string::npos);
+        "2:11 sinks[0].name: invalid sink name 'Audit Log': use lowercase letters, digits, '_' and "
+        "'-'");
+  CHECK(located(only_error("sinks:\n  - name: \"\"\n    plugin: file\n"))
+            .find("invalid sink name ''") != std::string::npos);
   CHECK(located(only_error("sinks:\n  - name: a\n    plugin: \"\"\n")) ==
         "3:13 sinks[0].plugin: must not be empty");
   CHECK(located(only_error("sinks:\n  - just-a-name\n")) ==
@@ -382,25 +395,30 @@ TEST_CASE("listen and peer addresses must be HOST:PORT", "[config]") {
   CHECK(located(listen_error("0.0.0.0")) ==
         "2:11 mesh.listen: invalid address '0.0.0.0': missing ':PORT'" + hint);
   CHECK(located(listen_error("0.0.0.0:70000")) ==
-        "2:11 mesh.listen: invalid address '0.0.0.0:70000': port must be a number from 0 to 65535" + hint);
+        "2:11 mesh.listen: invalid address '0.0.0.0:70000': port must be a number from 0 to 65535" +
+            hint);
   CHECK(listen_error("0.0.0.0:http").message.find("port must be a number") != std::string::npos);
   CHECK(listen_error("\"0.0.0.0:\"").message.find("port must be a number") != std::string::npos);
   CHECK(listen_error("\":6262\"").message.find("missing host") != std::string::npos);
   CHECK(listen_error("::1:6262").message.find("must be in brackets") != std::string::npos);
   CHECK(listen_error("\"[::1]\"").message.find("missing ':PORT'") != std::string::npos);
-  CHECK(listen_error("\"[zz]:1\"").message.find("'zz' is not an IPv6 address") != std::string::npos);
+  CHECK(listen_error("\"[zz]:1\"").message.find("'zz' is not an IPv6 address") !=
+        std::string::npos);
   CHECK(listen_error("300.1.1.1:1").message.find("'300.1.1.1' is not an IPv4 address") !=
         std::string::npos);
   CHECK(listen_error("ctrl1.example.com:6262").message.find("needs an IP address or localhost") !=
         std::string::npos);
 
   // Peers may be host names, but port 0 makes no sense for them.
-  CHECK(parsed("cluster: { join: [ ctrl2.example.com:6262, \"[::1]:1\" ] }").cluster.join.size() == 2);
+  CHECK(parsed("cluster: { join: [ ctrl2.example.com:6262, \"[::1]:1\" ] }").cluster.join.size() ==
+        2);
   CHECK(located(only_error("cluster:\n  join:\n    - 10.0.0.1:0\n")) ==
-        "3:7 cluster.join[0]: invalid address '10.0.0.1:0': port 0 is only valid for listen addresses" +
+        "3:7 cluster.join[0]: invalid address '10.0.0.1:0': port 0 is only valid for listen "
+        "addresses" +
             hint);
-  CHECK(only_error("cluster: { join: [ -bad-.example:1 ] }").message.find("not a valid host name") !=
-        std::string::npos);
+  CHECK(
+      only_error("cluster: { join: [ -bad-.example:1 ] }").message.find("not a valid host name") !=
+      std::string::npos);
 }
 
 TEST_CASE("TLS settings must be complete", "[config]") {
@@ -411,7 +429,8 @@ TEST_CASE("TLS settings must be complete", "[config]") {
   CHECK(located(only_error("mesh:\n  tls: { cert_file: c, key_file: k }\n")) ==
         "2:8 mesh.tls: ca_file is required to verify client certificates (or set "
         "require_client_cert: false)");
-  CHECK(parsed("mesh: { tls: { cert_file: c, key_file: k, require_client_cert: false } }").mesh.tls.enabled());
+  CHECK(parsed("mesh: { tls: { cert_file: c, key_file: k, require_client_cert: false } }")
+            .mesh.tls.enabled());
 }
 
 TEST_CASE("settings that contradict each other", "[config]") {
@@ -419,7 +438,8 @@ TEST_CASE("settings that contradict each other", "[config]") {
         "3:14 cluster.heartbeat: heartbeat (1s) must be shorter than election_timeout (1s)");
   CHECK(located(only_error("cluster:\n  bootstrap: true\n  join: [ a:1 ]\n")) ==
         "3:9 cluster.join: bootstrap: true starts a new cluster and cannot be combined with join");
-  CHECK(located(only_error("sinks:\n  - name: a\n    plugin: p\n    retry: { initial: 1m, max: 30s }\n")) ==
+  CHECK(located(only_error(
+            "sinks:\n  - name: a\n    plugin: p\n    retry: { initial: 1m, max: 30s }\n")) ==
         "4:32 sinks[0].retry.max: retry.max (30s) must not be shorter than retry.initial (1m)");
 }
 
@@ -437,7 +457,10 @@ sinks:
   - name: a
 )");
   std::vector<std::string> got;
-  for (const auto& error : errors) got.push_back(std::to_string(error.line) + ":" + std::to_string(error.column) + " " + error.path);
+  for (const auto& error : errors) {
+    got.push_back(std::to_string(error.line) + ":" + std::to_string(error.column) + " " +
+                  error.path);
+  }
   CHECK(got == std::vector<std::string>{
                    "1:13 node.id",
                    "3:11 mesh.listen",
@@ -490,13 +513,15 @@ TEST_CASE("config: nested mappings and lists", "[config]") {
       empty_list: []
       empty_map: {}
 )";
-  CHECK(parsed(yaml).sinks[0].config_json ==
-        R"({"topic":"events.{namespace}","properties":{"bootstrap.servers":"b1:9092,b2:9092","acks":"all"},)"
-        R"("headers":[{"name":"X-A","value":1},["nested",["deeper",{"x":null}]]],"empty_list":[],"empty_map":{}})");
+  CHECK(
+      parsed(yaml).sinks[0].config_json ==
+      R"({"topic":"events.{namespace}","properties":{"bootstrap.servers":"b1:9092,b2:9092","acks":"all"},)"
+      R"("headers":[{"name":"X-A","value":1},["nested",["deeper",{"x":null}]]],"empty_list":[],"empty_map":{}})");
 }
 
 TEST_CASE("config: strings are escaped for JSON", "[config]") {
-  CHECK(sink_config_json(R"({ q: "say \"hi\"", bs: 'a\b', nl: "l1\nl2", tab: "a\tb", ctl: "\x01" })") ==
+  CHECK(sink_config_json(
+            R"({ q: "say \"hi\"", bs: 'a\b', nl: "l1\nl2", tab: "a\tb", ctl: "\x01" })") ==
         R"({"q":"say \"hi\"","bs":"a\\b","nl":"l1\nl2","tab":"a\tb","ctl":"\u0001"})");
   // Non-ASCII stays UTF-8, which JSON allows.
   CHECK(sink_config_json(R"({ u: "\u00e9\U0001F600", raw: "日本" })") ==
@@ -520,17 +545,40 @@ TEST_CASE("config: problems inside the subtree are errors", "[config]") {
 
 TEST_CASE("parse_duration", "[config]") {
   const std::vector<std::pair<const char*, zctl::Duration>> good = {
-      {"0s", 0ms},   {"1ms", 1ms},       {"500ms", 500ms},     {"30s", 30s},
-      {"90s", 90s},  {"1m", 1min},       {"2h", 2h},           {"1m30s", 90s},
-      {"1s500ms", 1500ms}, {"1h2m3s4ms", 1h + 2min + 3s + 4ms}, {"007s", 7s},
+      {"0s", 0ms},         {"1ms", 1ms},
+      {"500ms", 500ms},    {"30s", 30s},
+      {"90s", 90s},        {"1m", 1min},
+      {"2h", 2h},          {"1m30s", 90s},
+      {"1s500ms", 1500ms}, {"1h2m3s4ms", 1h + 2min + 3s + 4ms},
+      {"007s", 7s},
   };
   for (const auto& [text, expected] : good) {
     INFO(text);
     CHECK(zctl::parse_duration(text) == expected);
   }
-  for (const char* bad : {"", "500", "0", "fast", "s", "ms", "1.5s", "-1s", "+1s", "1 s", " 1s", "1s ",
-                          "1S", "1d", "1us", "1s1m", "1m1m", "1ms1s", "30s1", "1m30", "1h_30m",
-                          "99999999999999999999ms", "9223372036854775807h"}) {
+  for (const char* bad : {"",
+                          "500",
+                          "0",
+                          "fast",
+                          "s",
+                          "ms",
+                          "1.5s",
+                          "-1s",
+                          "+1s",
+                          "1 s",
+                          " 1s",
+                          "1s ",
+                          "1S",
+                          "1d",
+                          "1us",
+                          "1s1m",
+                          "1m1m",
+                          "1ms1s",
+                          "30s1",
+                          "1m30",
+                          "1h_30m",
+                          "99999999999999999999ms",
+                          "9223372036854775807h"}) {
     INFO("'" << bad << "'");
     CHECK_FALSE(zctl::parse_duration(bad).has_value());
   }
@@ -546,7 +594,8 @@ TEST_CASE("format_duration prints the shortest exact form", "[config]") {
   CHECK(zctl::format_duration(1h) == "1h");
   CHECK(zctl::format_duration(1h + 1s) == "1h1s");
   CHECK(zctl::format_duration(-30s) == "-30s");
-  for (zctl::Duration d : {0ms, 1ms, 999ms, 1000ms, 61001ms, 3600000ms, 3723000ms, zctl::Duration(100h)}) {
+  for (zctl::Duration d :
+       {0ms, 1ms, 999ms, 1000ms, 61001ms, 3600000ms, 3723000ms, zctl::Duration(100h)}) {
     CHECK(zctl::parse_duration(zctl::format_duration(d)) == d);
   }
 }
@@ -674,7 +723,8 @@ TEST_CASE("load_config_file", "[config]") {
     CHECK(result.errors[0].message == "cannot read file: Is a directory");
   }
   SECTION("a readable file is parsed") {
-    const fs::path path = fs::temp_directory_path() / ("zctl-test-config-" + std::to_string(getpid()) + ".yaml");
+    const fs::path path =
+        fs::temp_directory_path() / ("zctl-test-config-" + std::to_string(getpid()) + ".yaml");
     {
       std::ofstream out(path);
       out << "node:\n  id: n1\n  bogus: 1\n";
@@ -688,9 +738,12 @@ TEST_CASE("load_config_file", "[config]") {
 }
 
 TEST_CASE("format_config_error", "[config]") {
-  CHECK(zctl::format_config_error({3, 7, "mesh.listen", "bad"}, "z.yaml") == "z.yaml:3:7: mesh.listen: bad");
-  CHECK(zctl::format_config_error({3, 0, "mesh.listen", "bad"}, "z.yaml") == "z.yaml:3: mesh.listen: bad");
-  CHECK(zctl::format_config_error({0, 0, "", "cannot read file: x"}, "z.yaml") == "z.yaml: cannot read file: x");
+  CHECK(zctl::format_config_error({3, 7, "mesh.listen", "bad"}, "z.yaml") ==
+        "z.yaml:3:7: mesh.listen: bad");
+  CHECK(zctl::format_config_error({3, 0, "mesh.listen", "bad"}, "z.yaml") ==
+        "z.yaml:3: mesh.listen: bad");
+  CHECK(zctl::format_config_error({0, 0, "", "cannot read file: x"}, "z.yaml") ==
+        "z.yaml: cannot read file: x");
   CHECK(zctl::format_config_error({1, 1, "", "syntax"}, "z.yaml") == "z.yaml:1:1: syntax");
   CHECK(zctl::format_config_error({2, 5, "node", "oops"}, "") == "2:5: node: oops");
 }
@@ -702,7 +755,8 @@ TEST_CASE("enum spellings round-trip", "[config]") {
   CHECK(zctl::to_string(zctl::WhenFull::block) == "block");
   CHECK(zctl::to_string(zctl::WhenFull::drop_newest) == "drop_newest");
   CHECK(zctl::to_string(zctl::WhenFull::drop_oldest) == "drop_oldest");
-  for (auto when_full : {zctl::WhenFull::block, zctl::WhenFull::drop_newest, zctl::WhenFull::drop_oldest}) {
+  for (auto when_full :
+       {zctl::WhenFull::block, zctl::WhenFull::drop_newest, zctl::WhenFull::drop_oldest}) {
     const auto config = parsed("sinks: [ { name: a, plugin: p, queue: { when_full: " +
                                std::string(zctl::to_string(when_full)) + " } } ]");
     CHECK(config.sinks[0].queue.when_full == when_full);

@@ -80,7 +80,9 @@ enum {
 #define ZCTL_SINK_CAP_REOPEN 0x2u           /* reopen() is meaningful (files) */
 
 /* One event. `json` is the complete event object, exactly the bytes every sink
- * and `zctl watch -o json` receive; it is not NUL-terminated. */
+ * and `zctl watch -o json` receive; it is not NUL-terminated.
+ * This struct is an array element with no size field: it is frozen for ABI
+ * major 1 and never grows. */
 typedef struct zctl_sink_event {
   const char* json;
   uint32_t json_len;
@@ -143,7 +145,14 @@ typedef struct zctl_sink_plugin {
                     char* err, uint32_t err_cap);
 
   /* Required. Delivers a batch. Returns OK, RETRY, REJECT (with status filled)
-   * or, with ZCTL_SINK_CAP_ASYNC_COMPLETION, PENDING. */
+   * or, with ZCTL_SINK_CAP_ASYNC_COMPLETION, PENDING. The whole batch shares
+   * one result: RETRY resends all of it (receivers dedupe on
+   * event_src_id + seq).
+   * PENDING: at most one batch is pending per instance; the host does not
+   * call emit again until host->complete arrives for it (or the host's
+   * call_timeout passes, after which the batch is retried and a late
+   * complete for it is ignored). complete may be called from any thread,
+   * even before emit returns, but not from inside destroy after it returned. */
   int32_t (*emit)(void* instance, const zctl_sink_batch* batch, zctl_sink_status* status);
 
   /* Optional (NULL): makes buffered data durable within timeout_ms. */
@@ -163,6 +172,7 @@ typedef struct zctl_sink_plugin {
 
 /* The entry point every plugin exports. Must be cheap and side-effect free. */
 typedef const zctl_sink_plugin* (*zctl_sink_entry_fn)(void);
+ZCTL_SINK_EXPORT const zctl_sink_plugin* zctl_sink_plugin_entry(void);
 
 #ifdef __cplusplus
 }

@@ -297,6 +297,7 @@ inline int32_t fail(zctl_sink_status* out, int32_t code, const char* msg) noexce
   return code;
 }
 
+// Also used with ZCTL_SINK_OK and "" so the host's buffer always holds a string.
 inline int32_t fail(char* err, uint32_t cap, int32_t code, const char* msg) noexcept {
   copy_message(err, cap, msg);
   return code;
@@ -332,7 +333,7 @@ struct Adapter {
   static int32_t validate_config(const char* config_json, char* err, uint32_t err_cap) noexcept {
     try {
       T::validate(detail::config_string(config_json));
-      return ZCTL_SINK_OK;
+      return detail::fail(err, err_cap, ZCTL_SINK_OK, "");
     } catch (const std::exception& e) {
       return detail::fail(err, err_cap, ZCTL_SINK_REJECT, detail::what_of(e));
     } catch (...) {
@@ -347,7 +348,7 @@ struct Adapter {
     try {
       T* sink = new T(detail::config_string(config_json), Host(host));
       *instance = static_cast<void*>(sink);
-      return ZCTL_SINK_OK;
+      return detail::fail(err, err_cap, ZCTL_SINK_OK, "");
     } catch (const TransientError& e) {
       return detail::fail(err, err_cap, ZCTL_SINK_RETRY, detail::what_of(e));
     } catch (const std::exception& e) {

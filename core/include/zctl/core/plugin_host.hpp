@@ -21,6 +21,8 @@ class LoadedPlugin {
   class Library;  // the dynamic-loading library's handle, hidden in the source
   LoadedPlugin(std::unique_ptr<Library> library, const zctl_sink_plugin& descriptor, std::string path);
   ~LoadedPlugin();
+  // A plugin linked into this process (test fakes): no library to keep loaded.
+  static std::shared_ptr<LoadedPlugin> in_process(const zctl_sink_plugin& descriptor, std::string label);
   LoadedPlugin(const LoadedPlugin&) = delete;
   LoadedPlugin& operator=(const LoadedPlugin&) = delete;
 

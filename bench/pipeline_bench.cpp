@@ -1,0 +1,161 @@
+// Event pipeline throughput: emit -> seq -> JSON -> journal -> sink queue ->
+// worker -> file plugin -> bytes in the page cache, against a baseline loop
+// that fwrite()s the same number of pre-serialised lines of the same size.
+// Also reports journal memory per entry.
+//
+//   zctl_bench_pipeline [--events N] [--runs R] [--dir DIR]
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "zctl/core/event_bus.hpp"
+#include "zctl/core/journal.hpp"
+#include "zctl/core/metrics.hpp"
+#include "zctl/core/plugin_host.hpp"
+#include "zctl/core/seq_store.hpp"
+#include "zctl/core/sink_host.hpp"
+
+using namespace zctl;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// A realistic event: a stray connection report, the most frequent kind.
+EventFields stray_fields(uint64_t i) {
+  EventFields f;
+  f.add("remoteAddr", "10.20." + std::to_string((i >> 8) & 255) + "." + std::to_string(i & 255) + ":51234")
+      .add("localAddr", "10.0.0.1:6262")
+      .add("connectedAt", "2025-01-10T13:54:18.151522421-05:00")
+      .add("pendingStep", "hello")
+      .add_null("protocolVersion")
+      .add("nodeId", "ctrl-candidate-7")
+      .add("graceMs", int64_t{30000})
+      .add("action", "disconnect")
+      .add("bytesIn", uint64_t{0});
+  return f;
+}
+
+long rss_kib() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return 0;
+}
+
+double baseline_fwrite(const std::vector<std::string>& lines, const std::string& path) {
+  const auto start = Clock::now();
+  FILE* f = std::fopen(path.c_str(), "w");
+  for (const auto& line : lines) std::fwrite(line.data(), 1, line.size(), f);
+  std::fclose(f);
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double pipeline(uint64_t n, const std::string& dir, uint64_t& bytes_out) {
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  SeqStore seq(dir + "/seq");
+  Journal journal(100000);
+  MetricsRegistry metrics;
+  EventBus bus("bench-node", seq, journal, metrics);
+  PluginHost plugins({ZCTL_PLUGIN_DIR});
+  SinkHost sinks(plugins, metrics, bus);
+  SinkConfig sink;
+  sink.name = "events";
+  sink.plugin = "file";
+  sink.config_json = "{\"path\":\"" + dir + "/events.jsonl\",\"max_size_mb\":0}";
+  sink.queue.max_events = 100000;
+  sink.queue.when_full = WhenFull::block;
+  sink.queue.block_timeout = std::chrono::seconds(30);
+  sink.queue.batch_max = 1000;
+  sinks.start({sink});
+  bus.attach(&sinks);
+  const auto start = Clock::now();
+  for (uint64_t i = 0; i < n; ++i) bus.emit("connection", "stray", stray_fields(i));
+  while (sinks.status()[0].delivered < n) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  bus.detach(&sinks);
+  sinks.stop(std::chrono::seconds(5));
+  bytes_out = std::filesystem::file_size(dir + "/events.jsonl");
+  return seconds;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  uint64_t n = 1000000;
+  int runs = 3;
+  std::string dir = "/tmp/zctl-bench-pipeline";
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--events") n = std::stoull(argv[i + 1]);
+    else if (flag == "--runs") runs = std::stoi(argv[i + 1]);
+    else if (flag == "--dir") dir = argv[i + 1];
+  }
+
+  // Baseline input: the same events, serialised up front.
+  std::vector<std::string> lines;
+  lines.reserve(n);
+  const auto now = std::chrono::system_clock::now();
+  for (uint64_t i = 0; i < n; ++i) {
+    lines.push_back(serialize_event("connection", "stray", "bench-node", now, i + 1, stray_fields(i)) + "\n");
+  }
+  uint64_t baseline_bytes = 0;
+  for (const auto& l : lines) baseline_bytes += l.size();
+
+  std::vector<double> base_times, pipe_times;
+  uint64_t pipe_bytes = 0;
+  for (int r = 0; r < runs; ++r) {
+    std::filesystem::create_directories(dir);
+    base_times.push_back(baseline_fwrite(lines, dir + "-baseline.jsonl"));
+    pipe_times.push_back(pipeline(n, dir, pipe_bytes));
+    std::filesystem::remove(dir + "-baseline.jsonl");
+  }
+  lines.clear();
+  lines.shrink_to_fit();
+  std::sort(base_times.begin(), base_times.end());
+  std::sort(pipe_times.begin(), pipe_times.end());
+  const double base = base_times[base_times.size() / 2];
+  const double pipe = pipe_times[pipe_times.size() / 2];
+  if (pipe_bytes < baseline_bytes * 9 / 10) {
+    std::cerr << "pipeline wrote " << pipe_bytes << " bytes, expected about " << baseline_bytes << "\n";
+    return 1;
+  }
+
+  // Journal memory: fill a journal with realistic events and measure RSS.
+  const size_t journal_entries = 100000;
+  const long rss_before = rss_kib();
+  double per_entry = 0;
+  {
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    SeqStore seq(dir + "/seq");
+    Journal journal(journal_entries);
+    MetricsRegistry metrics;
+    EventBus bus("bench-node", seq, journal, metrics);
+    for (size_t i = 0; i < journal_entries; ++i) bus.emit("connection", "stray", stray_fields(i));
+    per_entry = static_cast<double>(rss_kib() - rss_before) * 1024.0 / journal_entries;
+  }
+  std::filesystem::remove_all(dir);
+
+  std::printf("events                 %llu (%.0f bytes each)\n", static_cast<unsigned long long>(n),
+              static_cast<double>(baseline_bytes) / static_cast<double>(n));
+  std::printf("baseline fwrite        %.3f s  %.2f M lines/s\n", base, n / base / 1e6);
+  std::printf("pipeline emit->file    %.3f s  %.2f M events/s\n", pipe, n / pipe / 1e6);
+  std::printf("ratio pipeline/fwrite  %.2f (median of %d runs)\n", base / pipe, runs);
+  std::printf("journal memory         %.0f bytes per entry (%zu entries)\n", per_entry, journal_entries);
+  std::printf("{\"events\":%llu,\"baseline_per_s\":%.0f,\"pipeline_per_s\":%.0f,\"ratio\":%.3f,\"journal_bytes_per_entry\":%.0f}\n",
+              static_cast<unsigned long long>(n), n / base, n / pipe, base / pipe, per_entry);
+  return 0;
+}

@@ -1,0 +1,182 @@
+"""Shared helpers for integration tests: start real `zctl serve` processes on
+loopback with their own temporary data dir, talk to them over HTTP, and stop
+them by pid even when a test fails."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.error
+import urllib.request
+
+ZCTL = os.environ.get("ZCTL_BIN", "zctl")
+TEST_PLUGIN_DIR = os.environ.get("ZCTL_TEST_PLUGIN_DIR", "")
+SOURCE_DIR = os.environ.get("ZCTL_SOURCE_DIR", "")
+BUILD_DIR = os.environ.get("ZCTL_BUILD_DIR", "")
+
+
+def wait_for(condition, timeout=10.0, interval=0.01, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url, headers=None, timeout=5):
+    """Returns (status, headers, body) without raising on HTTP errors."""
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers), resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+
+
+def read_events(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class Node:
+    """One `zctl serve` process. Its stdout is captured to a file so the
+    admin URL it prints can be read."""
+
+    def __init__(self, workdir, node_id="n1", config=None, extra_args=(), env=None):
+        self.workdir = workdir
+        self.node_id = node_id
+        self.data_dir = os.path.join(workdir, node_id)
+        self.config_path = None
+        if config is not None:
+            self.config_path = os.path.join(workdir, f"{node_id}.yaml")
+            with open(self.config_path, "w") as f:
+                f.write(config)
+        self.extra_args = list(extra_args)
+        self.env = dict(os.environ, **(env or {}))
+        self.proc = None
+        self.admin_url = None
+        self.stdout_path = os.path.join(workdir, f"{node_id}.stdout")
+        self.stderr_path = os.path.join(workdir, f"{node_id}.stderr")
+
+    @property
+    def events_file(self):
+        return os.path.join(self.data_dir, "events.jsonl")
+
+    def args(self):
+        args = [ZCTL, "serve", "--id", self.node_id, "--data-dir", self.data_dir]
+        if self.config_path:
+            args += ["--config", self.config_path]
+        if not any(a == "--admin" for a in self.extra_args):
+            args += ["--admin", "127.0.0.1:0"]
+        return args + self.extra_args
+
+    def start(self, wait=True):
+        self.admin_url = None
+        self.proc = subprocess.Popen(
+            self.args(), stdout=open(self.stdout_path, "w"), stderr=open(self.stderr_path, "w"), env=self.env
+        )
+        if wait:
+            self.admin_url = wait_for(self._printed_admin_url, timeout=10, what=f"{self.node_id} to start")
+        return self
+
+    def _printed_admin_url(self):
+        if self.proc.poll() is not None:
+            raise AssertionError(f"zctl serve exited with {self.proc.returncode}: {self.stderr()}")
+        m = re.search(r"admin API\s+(http://\S+)", self.stdout())
+        return m.group(1) if m else None
+
+    def stdout(self):
+        with open(self.stdout_path) as f:
+            return f.read()
+
+    def stderr(self):
+        with open(self.stderr_path) as f:
+            return f.read()
+
+    def run_to_exit(self, timeout=10):
+        """Starts the process and returns (exit code, stdout, stderr)."""
+        self.start(wait=False)
+        code = self.proc.wait(timeout=timeout)
+        return code, self.stdout(), self.stderr()
+
+    def get(self, path, headers=None):
+        return http_get(self.admin_url + path, headers)
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=10):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            return self.proc.wait(timeout=timeout)
+        return self.proc.returncode if self.proc else None
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def events(self, path=None):
+        return read_events(path or self.events_file)
+
+
+class NodeTestCase(unittest.TestCase):
+    """Gives each test a temporary directory and kills whatever it started."""
+
+    def setUp(self):
+        self._tmp = tempfile.TemporaryDirectory(prefix="zctl-it-")
+        self.workdir = self._tmp.name
+        self._nodes = []
+        self._procs = []
+
+    def tearDown(self):
+        for node in self._nodes:
+            node.kill()
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self._tmp.cleanup()
+
+    def node(self, *args, **kwargs):
+        n = Node(self.workdir, *args, **kwargs)
+        self._nodes.append(n)
+        return n
+
+    def spawn(self, args, **kwargs):
+        proc = subprocess.Popen(args, **kwargs)
+        self._procs.append(proc)
+        return proc
+
+    def zctl(self, *args, timeout=20, env=None):
+        return subprocess.run(
+            [ZCTL, *args], capture_output=True, text=True, timeout=timeout, env=dict(os.environ, **(env or {}))
+        )
+
+
+def main():
+    """Runs the module's tests and ends with the 'N passed, N failed' line."""
+    import __main__
+
+    suite = unittest.defaultTestLoader.loadTestsFromModule(__main__)
+    result = unittest.TextTestRunner(verbosity=2).run(suite)
+    failed = len(result.failures) + len(result.errors)
+    skipped = len(result.skipped)
+    passed = result.testsRun - failed - skipped
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
+    raise SystemExit(0 if failed == 0 and result.testsRun > 0 else 1)

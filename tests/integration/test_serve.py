@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""`zctl serve` end to end: start, events on disk, admin API, signals,
+sequence numbers across restarts, and every start-up failure's message and
+exit code."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+from harness import NodeTestCase, TEST_PLUGIN_DIR, http_get, main, read_events, wait_for
+
+ENVELOPE = ["namespace", "eventType", "event_src_id", "timestamp", "seq"]
+RFC3339_NANO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}[+-]\d{2}:\d{2}$")
+
+
+def sink_config(name, plugin, config, extra=""):
+    return f"""
+  - name: {name}
+    plugin: {plugin}
+    config: {json.dumps(config)}
+{extra}"""
+
+
+class ServeTest(NodeTestCase):
+    def test_default_node_writes_started_event_with_full_envelope(self):
+        node = self.node("n1").start()
+        self.assertIn("node 'n1' serving", node.stdout())
+        self.assertIn(node.data_dir, node.stdout())
+        status, _, body = node.get("/healthz")
+        self.assertEqual(status, 200, body)
+        events = wait_for(lambda: node.events(), what="events.jsonl")
+        first = events[0]
+        self.assertEqual(list(first.keys())[:5], ENVELOPE)
+        self.assertEqual((first["namespace"], first["eventType"], first["event_src_id"], first["seq"]),
+                         ("node", "started", "n1", 1))
+        self.assertRegex(first["timestamp"], RFC3339_NANO)
+        self.assertEqual(first["admin"], node.admin_url.removeprefix("http://"))
+
+    def test_sigterm_stops_cleanly_and_seq_continues_contiguously_after_restart(self):
+        node = self.node("n1").start()
+        self.assertEqual(node.stop(), 0)
+        events = node.events()
+        self.assertEqual([(e["eventType"], e["seq"]) for e in events], [("started", 1), ("stopping", 2)])
+        self.assertEqual(events[1]["reason"], "SIGTERM")
+        node.start()
+        self.assertEqual(node.stop(), 0)
+        self.assertEqual([e["seq"] for e in node.events()], [1, 2, 3, 4])
+
+    def test_seq_is_never_reused_after_kill_9(self):
+        node = self.node("n1").start()
+        wait_for(lambda: node.events(), what="started event")
+        node.proc.kill()
+        node.proc.wait()
+        node.start()
+        node.stop()
+        seqs = [e["seq"] for e in node.events()]
+        self.assertEqual(seqs[0], 1)
+        self.assertGreater(seqs[1], 1)
+        self.assertEqual(seqs, sorted(set(seqs)))
+        self.assertIn("after an unclean stop", node.stdout())
+
+    def test_sighup_reopens_the_file_sink_for_logrotate(self):
+        node = self.node("n1").start()
+        wait_for(lambda: node.events(), what="started event")
+        rotated = node.events_file + ".1"
+        os.rename(node.events_file, rotated)
+        node.signal(signal.SIGHUP)
+        wait_for(lambda: os.path.exists(node.events_file), what="file sink to reopen")
+        node.stop()
+        self.assertEqual([e["eventType"] for e in read_events(rotated)], ["started"])
+        self.assertEqual([e["eventType"] for e in node.events()], ["stopping"])
+
+    def test_sighup_applies_a_changed_sink_config_and_keeps_unchanged_ones(self):
+        other = os.path.join(self.workdir, "other.jsonl")
+        moved = os.path.join(self.workdir, "moved.jsonl")
+        config = "sinks:" + sink_config("main", "file", {"path": other})
+        node = self.node("n1", config=config).start()
+        wait_for(lambda: read_events(other), what="started in the first file")
+        with open(node.config_path, "w") as f:
+            f.write("sinks:" + sink_config("main", "file", {"path": moved}))
+        node.signal(signal.SIGHUP)
+        wait_for(lambda: "reconfigured" in node.stderr(), what="reload to apply")
+        node.stop()
+        self.assertEqual([e["eventType"] for e in read_events(other)], ["started"])
+        self.assertEqual([e["eventType"] for e in read_events(moved)], ["stopping"])
+
+    def test_sighup_with_an_invalid_config_keeps_running(self):
+        node = self.node("n1", config="events: { journal_size: 10 }\n").start()
+        with open(node.config_path, "w") as f:
+            f.write("events: { journal_sise: 10 }\n")
+        node.signal(signal.SIGHUP)
+        wait_for(lambda: "keeping the running configuration" in node.stderr(), what="reload error")
+        self.assertIn("did you mean 'journal_size'", node.stderr())
+        self.assertEqual(node.get("/healthz")[0], 200)
+        self.assertEqual(node.stop(), 0)
+
+    def test_metrics_are_valid_prometheus_text(self):
+        node = self.node("n1").start()
+        status, headers, body = node.get("/metrics")
+        self.assertEqual(status, 200)
+        self.assertTrue(headers["Content-Type"].startswith("text/plain; version=0.0.4"))
+        self.assertIn('controller_events_total{namespace="node",type="started"} 1', body)
+        self.assertIn('controller_sink_events_total{sink="events",result="delivered"}', body)
+        self.assertIn('controller_sink_up{sink="events"} 1', body)
+        self.assertIn('controller_sink_queue_events{sink="events"}', body)
+        self.assertIn("controller_sink_delivery_seconds_bucket", body)
+        promtool = shutil.which("promtool")
+        self.assertIsNotNone(promtool, "promtool (Debian package prometheus) is required")
+        check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, text=True)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
+    def test_admin_errors_are_json_with_proper_status(self):
+        node = self.node("n1").start()
+        status, headers, body = node.get("/nope")
+        self.assertEqual(status, 404)
+        self.assertEqual(json.loads(body)["error"], "not_found")
+        status, _, body = node.get("/v1/events?since=abc")
+        self.assertEqual(status, 400)
+        self.assertIn("since", json.loads(body)["detail"])
+        status, _, body = node.get("/readyz")
+        self.assertEqual(status, 200, body)
+        status, _, body = node.get("/v1/sinks")
+        sinks = json.loads(body)
+        self.assertEqual([(s["name"], s["plugin"], s["up"]) for s in sinks], [("events", "file", True)])
+
+    def test_bearer_token_protects_everything_but_healthz(self):
+        token_file = os.path.join(self.workdir, "token")
+        with open(token_file, "w") as f:
+            f.write("s3cret\n")
+        node = self.node("n1", config=f"admin: {{ token_file: {token_file} }}\n").start()
+        self.assertEqual(node.get("/healthz")[0], 200)
+        status, headers, _ = node.get("/metrics")
+        self.assertEqual(status, 401)
+        self.assertEqual(headers.get("WWW-Authenticate"), "Bearer")
+        self.assertEqual(node.get("/metrics", {"Authorization": "Bearer wrong!"})[0], 401)
+        self.assertEqual(node.get("/metrics", {"Authorization": "Bearer s3cret"})[0], 200)
+        self.assertEqual(node.get("/v1/events?since=0")[0], 401)
+        watch = self.zctl("watch", "--node", node.admin_url, "--since", "0", "--count", "1", "-o", "json",
+                          "--token-file", token_file)
+        self.assertEqual(watch.returncode, 0, watch.stderr)
+        self.assertEqual(json.loads(watch.stdout)["eventType"], "started")
+
+    def test_sse_stream_replays_then_follows_live_through_curl(self):
+        node = self.node("n1").start()
+        out = os.path.join(self.workdir, "curl.out")
+        curl = self.spawn(["curl", "-sN", node.admin_url + "/v1/events?since=0"], stdout=open(out, "w"))
+        wait_for(lambda: "event: node/started" in open(out).read(), what="replay of node/started")
+        node.stop()
+        curl.wait(timeout=5)
+        text = open(out).read()
+        blocks = [b for b in text.split("\n\n") if b.startswith("id:")]
+        self.assertEqual(len(blocks), 2, text)
+        self.assertTrue(blocks[1].startswith("id: 2\nevent: node/stopping\ndata: {"), blocks[1])
+        data = json.loads(blocks[1].split("data: ", 1)[1])
+        self.assertEqual(data, node.events()[1])
+
+    def test_gap_is_announced_when_the_journal_no_longer_holds_events(self):
+        node = self.node("n1", config="events: { journal_size: 1 }\n").start()
+        node.stop()
+        node.start()  # journal now holds only seq 3 (started)
+        status_line = subprocess.run(
+            ["curl", "-sN", "--max-time", "1", node.admin_url + "/v1/events?since=0"], capture_output=True, text=True
+        ).stdout
+        self.assertIn('event: gap\ndata: {"from":1,"to":2,"oldest":3}', status_line)
+        self.assertIn("id: 3\nevent: node/started", status_line)
+
+    # --- start-up failures ---------------------------------------------------
+
+    def test_invalid_config_reports_line_and_column_and_exits_1(self):
+        node = self.node("n1", config="mesh:\n  stray:\n    gracePeriod: 5s\nevents: { journal_size: lots }\n")
+        code, _, err = node.run_to_exit()
+        self.assertEqual(code, 1)
+        self.assertRegex(err, r"n1\.yaml:3:5: mesh\.stray: unknown key 'gracePeriod' \(did you mean 'grace_period'\?\)")
+        self.assertRegex(err, r"n1\.yaml:4:\d+: events\.journal_size: ")
+
+    def test_invalid_yaml_exits_1(self):
+        node = self.node("n1", config="sinks: [ {name: x\n")
+        code, _, err = node.run_to_exit()
+        self.assertEqual(code, 1)
+        self.assertRegex(err, r"n1\.yaml:\d+:\d+: ")
+
+    def test_port_in_use_exits_4_naming_the_address(self):
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            node = self.node("n1", extra_args=["--admin", f"127.0.0.1:{port}"])
+            code, _, err = node.run_to_exit()
+        self.assertEqual(code, 4)
+        self.assertIn(f"admin API cannot listen on 127.0.0.1:{port}", err)
+        self.assertIn("Address already in use", err)
+
+    def test_unwritable_data_dir_exits_4(self):
+        blocker = os.path.join(self.workdir, "not-a-dir")
+        open(blocker, "w").close()
+        node = self.node("n1")
+        node.data_dir = os.path.join(blocker, "data")
+        code, _, err = node.run_to_exit()
+        self.assertEqual(code, 4)
+        self.assertIn("cannot create data dir", err)
+
+    def test_second_node_on_the_same_data_dir_is_refused(self):
+        first = self.node("n1").start()
+        second = self.node("n1")
+        code, _, err = second.run_to_exit()
+        self.assertEqual(code, 4)
+        self.assertIn(f"in use by another zctl node (pid {first.proc.pid})", err)
+
+    def test_missing_plugin_exits_1(self):
+        node = self.node("n1", config="sinks:" + sink_config("x", "nope", {}))
+        code, _, err = node.run_to_exit()
+        self.assertEqual(code, 1)
+        self.assertIn("sink 'x': nope.so: plugin 'nope' not found in plugins.path", err)
+
+    def test_plugin_config_rejected_by_validate_exits_1(self):
+        node = self.node("n1", config="sinks:" + sink_config("f", "file", {"path": "/tmp/x", "max_backups": -1}))
+        code, _, err = node.run_to_exit()
+        self.assertEqual(code, 1)
+        self.assertIn("sink 'f' (plugin file): invalid config: ", err)
+        self.assertIn("max_backups", err)
+
+
+class PluginFailureTest(NodeTestCase):
+    """Misbehaving plugins, loaded for real from the test plugin directory."""
+
+    def config(self, sinks):
+        dirs = f"{TEST_PLUGIN_DIR}, {os.environ['ZCTL_PLUGIN_DIR']}"
+        return f"plugins: {{ path: [{dirs}] }}\nsinks:" + "".join(sinks)
+
+    def file_sink(self):
+        return sink_config("events", "file", {"path": os.path.join(self.workdir, "events.jsonl")})
+
+    def test_create_failure_exits_1_with_the_plugins_reason(self):
+        node = self.node("n1", config=self.config([sink_config("r", "recording", {"path": "/dev/null", "fail_create": True})]))
+        code, _, err = node.run_to_exit()
+        self.assertEqual(code, 1)
+        self.assertIn("sink 'r' (plugin recording): ", err)
+
+    def test_refused_plugins_are_reported_by_plugins_info(self):
+        cases = {
+            "abi_major.so": "has a different major version than this host",
+            "abi_minor.so": "is newer than this host's",
+            "small_struct.so": "descriptor is 8 bytes, ABI 1.0 needs at least",
+            "missing_fn.so": "lacks required function(s): emit",
+            "null_entry.so": "entry symbol returned no descriptor",
+            "no_entry.so": "missing entry symbol 'zctl_sink_plugin_entry'",
+            "not_a_library.so": "not a loadable shared library",
+        }
+        for name, reason in cases.items():
+            with self.subTest(plugin=name):
+                result = self.zctl("plugins", "info", os.path.join(TEST_PLUGIN_DIR, name))
+                self.assertEqual(result.returncode, 1, result.stdout)
+                self.assertIn("INVALID: ", result.stdout)
+                self.assertIn(reason, result.stdout)
+
+    def test_world_writable_plugin_is_refused(self):
+        copy = os.path.join(self.workdir, "recording.so")
+        shutil.copy(os.path.join(TEST_PLUGIN_DIR, "recording.so"), copy)
+        os.chmod(copy, 0o666)
+        result = self.zctl("plugins", "info", copy)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("group- or world-writable", result.stdout)
+        os.chmod(copy, 0o644)
+        result = self.zctl("plugins", "info", copy)
+        self.assertEqual(result.returncode, 0, result.stdout)
+        self.assertIn("recording", result.stdout)
+
+    def test_hung_and_throwing_sinks_do_not_stop_the_node_or_other_sinks(self):
+        hung = sink_config("hung", "recording", {"path": os.path.join(self.workdir, "hung.jsonl"), "hang_ms": 60000},
+                           "    call_timeout: 200ms\n    queue: { max_events: 2, when_full: drop_newest }")
+        thrower = sink_config("thrower", "recording",
+                              {"path": os.path.join(self.workdir, "t.jsonl"), "throw_in_emit": True},
+                              "    retry: { initial: 10ms, max: 20ms }")
+        garbage = sink_config("garbage", "recording",
+                              {"path": os.path.join(self.workdir, "g.jsonl"), "garbage_code": True},
+                              "    retry: { initial: 10ms, max: 20ms }")
+        events_path = os.path.join(self.workdir, "events.jsonl")
+        node = self.node("n1", config=self.config([hung, thrower, garbage, self.file_sink()])).start()
+
+        def announced():
+            return {(e["eventType"], e.get("sink")) for e in read_events(events_path) if e["namespace"] == "sink"}
+
+        wait_for(lambda: {("unhealthy", "hung"), ("unhealthy", "thrower"), ("unhealthy", "garbage")} <= announced(),
+                 timeout=10, what="three sink/unhealthy events")
+        unhealthy = {e["sink"]: e["reason"] for e in read_events(events_path) if e["eventType"] == "unhealthy"}
+        self.assertIn("plugin call 'emit' has not returned", unhealthy["hung"])
+        self.assertIn("invalid result code 77", unhealthy["garbage"])
+        self.assertEqual(node.get("/healthz")[0], 200)
+        _, _, metrics = node.get("/metrics")
+        self.assertIn('controller_sink_up{sink="hung"} 0', metrics)
+        self.assertIn('controller_sink_up{sink="events"} 1', metrics)
+        self.assertRegex(metrics, r'controller_sink_events_total\{sink="thrower",result="retried"\} [1-9]')
+        # The file sink keeps receiving everything, including the announcements.
+        self.assertEqual(read_events(events_path)[0]["eventType"], "started")
+        start = time.monotonic()
+        self.assertEqual(node.stop(timeout=15), 0)
+        self.assertLess(time.monotonic() - start, 10)
+        self.assertIn("abandoning the sink's worker", node.stderr())
+
+    def test_async_plugin_delivers_through_completion(self):
+        path = os.path.join(self.workdir, "async.jsonl")
+        node = self.node("n1", config=self.config([sink_config("a", "recording", {"path": path, "async": True})])).start()
+        wait_for(lambda: read_events(path), what="async delivery")
+        _, _, metrics = node.get("/metrics")
+        self.assertIn('controller_sink_events_total{sink="a",result="delivered"} 1', metrics)
+        node.stop()
+        self.assertEqual([e["eventType"] for e in read_events(path)], ["started", "stopping"])
+
+
+if __name__ == "__main__":
+    main()

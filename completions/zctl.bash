@@ -65,9 +65,9 @@ _zctl_dirs() {
 }
 
 _zctl() {
-    local cur=${COMP_WORDS[COMP_CWORD]}
+    local cur=${COMP_WORDS[COMP_CWORD]-}
     local prev=''
-    (( COMP_CWORD > 0 )) && prev=${COMP_WORDS[COMP_CWORD - 1]}
+    (( COMP_CWORD > 0 )) && prev=${COMP_WORDS[COMP_CWORD - 1]-}
     COMPREPLY=()
 
     # Walk the words before the cursor: find the command path ("serve",
@@ -78,12 +78,12 @@ _zctl() {
         w=${COMP_WORDS[i]}
         if [[ $w == -* ]]; then
             if [[ $w != *=* && " $(_zctl_options_with_value "$path") " == *" $w "* ]]; then
-                if [[ ${COMP_WORDS[i + 1]} == '=' ]]; then
+                if [[ ${COMP_WORDS[i + 1]-} == '=' ]]; then
                     (( i += 2 ))
                 else
                     (( i += 1 ))
                 fi
-            elif [[ ${COMP_WORDS[i + 1]} == '=' ]]; then
+            elif [[ ${COMP_WORDS[i + 1]-} == '=' ]]; then
                 (( i += 2 ))  # --opt=value split by COMP_WORDBREAKS
             fi
         elif [[ $w != '=' ]]; then
@@ -91,7 +91,7 @@ _zctl() {
                 :serve | :watch | :plugins | :config | :completion | :version) path=$w ;;
                 plugins:list | plugins:info) path="plugins $w" ;;
                 config:check) path="config $w" ;;
-                *) (( npos++ )) ;;
+                *) npos=$((npos + 1)) ;;
             esac
         fi
         (( i++ ))
@@ -102,7 +102,7 @@ _zctl() {
     if [[ $cur == '=' && $prev == -* ]]; then
         opt=$prev cur=''
     elif [[ $prev == '=' ]] && (( COMP_CWORD > 1 )); then
-        opt=${COMP_WORDS[COMP_CWORD - 2]}
+        opt=${COMP_WORDS[COMP_CWORD - 2]-}
     elif [[ $cur == --*=* ]]; then
         # '=' is not a word break here: complete "--opt=value" as one word.
         opt=${cur%%=*}

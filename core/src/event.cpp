@@ -6,32 +6,46 @@
 
 namespace zctl {
 
-EventFields& EventFields::add(std::string_view key, std::string_view value) {
-  items_.emplace_back(std::string(key), std::string(value));
+void EventFields::key(std::string_view key) {
+  if (members_.capacity() == 0) members_.reserve(256);
+  members_.push_back(',');
+  json::append_string(members_, key);
+  members_.push_back(':');
+}
+
+EventFields& EventFields::add(std::string_view k, std::string_view value) {
+  key(k);
+  json::append_string(members_, value);
   return *this;
 }
-EventFields& EventFields::add(std::string_view key, bool value) {
-  items_.emplace_back(std::string(key), value);
+EventFields& EventFields::add(std::string_view k, bool value) {
+  key(k);
+  members_.append(value ? "true" : "false");
   return *this;
 }
-EventFields& EventFields::add(std::string_view key, int64_t value) {
-  items_.emplace_back(std::string(key), value);
+EventFields& EventFields::add(std::string_view k, int64_t value) {
+  key(k);
+  json::append_integer(members_, value);
   return *this;
 }
-EventFields& EventFields::add(std::string_view key, uint64_t value) {
-  items_.emplace_back(std::string(key), value);
+EventFields& EventFields::add(std::string_view k, uint64_t value) {
+  key(k);
+  json::append_integer(members_, value);
   return *this;
 }
-EventFields& EventFields::add(std::string_view key, double value) {
-  items_.emplace_back(std::string(key), value);
+EventFields& EventFields::add(std::string_view k, double value) {
+  key(k);
+  json::append_double(members_, value);
   return *this;
 }
-EventFields& EventFields::add_null(std::string_view key) {
-  items_.emplace_back(std::string(key), nullptr);
+EventFields& EventFields::add_null(std::string_view k) {
+  key(k);
+  members_.append("null");
   return *this;
 }
-EventFields& EventFields::add_raw(std::string_view key, std::string json_text) {
-  items_.emplace_back(std::string(key), RawJson{std::move(json_text)});
+EventFields& EventFields::add_raw(std::string_view k, std::string_view json_text) {
+  key(k);
+  members_.append(json_text);
   return *this;
 }
 
@@ -81,17 +95,6 @@ void append_rfc3339(std::string& out, std::chrono::system_clock::time_point time
   out.append(cache.offset, 6);
 }
 
-struct ValueWriter {
-  std::string& out;
-  void operator()(std::nullptr_t) const { out.append("null"); }
-  void operator()(bool v) const { out.append(v ? "true" : "false"); }
-  void operator()(int64_t v) const { json::append_integer(out, v); }
-  void operator()(uint64_t v) const { json::append_integer(out, v); }
-  void operator()(double v) const { json::append_double(out, v); }
-  void operator()(const std::string& v) const { json::append_string(out, v); }
-  void operator()(const RawJson& v) const { out.append(v.text); }
-};
-
 }  // namespace
 
 std::string format_rfc3339(std::chrono::system_clock::time_point time) {
@@ -105,7 +108,7 @@ std::string serialize_event(std::string_view event_namespace, std::string_view e
                             std::string_view source_id, std::chrono::system_clock::time_point time,
                             uint64_t seq, const EventFields& fields) {
   std::string out;
-  out.reserve(160 + fields.items().size() * 32);
+  out.reserve(160 + fields.json_members().size());
   out.append("{\"namespace\":");
   json::append_string(out, event_namespace);
   out.append(",\"eventType\":");
@@ -116,12 +119,7 @@ std::string serialize_event(std::string_view event_namespace, std::string_view e
   append_rfc3339(out, time);
   out.append("\",\"seq\":");
   json::append_integer(out, seq);
-  for (const auto& [key, value] : fields.items()) {
-    out.push_back(',');
-    json::append_string(out, key);
-    out.push_back(':');
-    std::visit(ValueWriter{out}, value);
-  }
+  out.append(fields.json_members());
   out.push_back('}');
   return out;
 }

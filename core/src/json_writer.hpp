@@ -4,6 +4,7 @@
 
 #include <charconv>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -11,13 +12,53 @@ namespace zctl::json {
 
 // Appends `text` as a quoted JSON string with RFC 8259 escaping. Bytes >= 0x80
 // pass through unchanged (callers hand us UTF-8).
+namespace detail {
+// 1 for bytes that need escaping in a JSON string: controls, '"' and '\\'.
+struct EscapeTable {
+  bool needs[256] = {};
+  constexpr EscapeTable() {
+    for (int c = 0; c < 0x20; ++c) needs[c] = true;
+    needs[static_cast<unsigned char>('"')] = true;
+    needs[static_cast<unsigned char>('\\')] = true;
+  }
+};
+inline constexpr EscapeTable kEscape{};
+
+// True when any of the 8 bytes in `w` needs escaping (SWAR: exact for the
+// "any byte" question, which is all the caller asks).
+inline bool word_needs_escape(uint64_t w) {
+  constexpr uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr uint64_t kHighs = 0x8080808080808080ULL;
+  const uint64_t below_space = (w - kOnes * 0x20) & ~w & kHighs;
+  const uint64_t q = w ^ (kOnes * '"');
+  const uint64_t quote = (q - kOnes) & ~q & kHighs;
+  const uint64_t b = w ^ (kOnes * '\\');
+  const uint64_t backslash = (b - kOnes) & ~b & kHighs;
+  return (below_space | quote | backslash) != 0;
+}
+}  // namespace detail
+
 inline void append_string(std::string& out, std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
   out.push_back('"');
   size_t run_start = 0;
-  for (size_t i = 0; i < text.size(); ++i) {
+  size_t i = 0;
+  // Most text needs no escaping: skip it a word at a time.
+  while (i + 8 <= text.size()) {
+    uint64_t w;
+    std::memcpy(&w, text.data() + i, 8);
+    if (detail::word_needs_escape(w)) break;
+    i += 8;
+  }
+  if (i + 8 > text.size() && i < text.size()) {
+    // The tail, padded with a byte that never needs escaping.
+    uint64_t w = 0x6161616161616161ULL;
+    std::memcpy(&w, text.data() + i, text.size() - i);
+    if (!detail::word_needs_escape(w)) i = text.size();
+  }
+  for (; i < text.size(); ++i) {
     const auto c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    if (!detail::kEscape.needs[c]) continue;
     out.append(text.data() + run_start, i - run_start);
     run_start = i + 1;
     switch (c) {

@@ -51,6 +51,7 @@ namespace {
 constexpr uint32_t kReasonCap = 512;
 constexpr uint32_t kUnhealthyAfterFailures = 3;
 constexpr auto kHealthCheckInterval = std::chrono::seconds(10);
+constexpr auto kBatchLinger = std::chrono::microseconds(500);
 
 const char* result_name(int32_t code) {
   switch (code) {
@@ -89,6 +90,7 @@ struct SinkWorker::State {
   bool stopping = false;
   Clock::time_point deadline = Clock::time_point::max();
   bool reopen_requested = false;
+  bool idle = false;  // the worker sleeps until notified; producers must wake it
   std::optional<std::pair<SinkConfig, std::shared_ptr<LoadedPlugin>>> replacement;
   // async completion of the batch in flight
   uint64_t awaited_batch = 0;
@@ -426,13 +428,23 @@ struct SinkWorker::State {
       bool reopen = false;
       {
         std::unique_lock lock(mutex);
-        work_ready.wait_for(lock, std::chrono::seconds(1), [&] {
-          return !queue.empty() || stopping || reopen_requested || replacement.has_value();
-        });
+        const auto has_work = [&] { return !queue.empty() || stopping || reopen_requested || replacement.has_value(); };
+        if (!has_work()) {
+          // After a batch, nap briefly unannounced so a busy producer fills
+          // the next batch instead of waking us once per event; only then
+          // sleep in earnest, announced, so a lone event is delivered at once.
+          if (!batch.empty()) work_ready.wait_for(lock, kBatchLinger, has_work);
+          if (!has_work()) {
+            idle = true;
+            work_ready.wait_for(lock, std::chrono::seconds(1), has_work);
+            idle = false;
+          }
+        }
         if (stopping && (queue.empty() || Clock::now() >= deadline)) break;
         swap.swap(replacement);
         reopen = std::exchange(reopen_requested, false);
         const size_t take = std::min<size_t>(queue.size(), std::max<uint32_t>(config.queue.batch_max, 1));
+        batch.clear();
         batch.assign(std::make_move_iterator(queue.begin()), std::make_move_iterator(queue.begin() + static_cast<std::ptrdiff_t>(take)));
         queue.erase(queue.begin(), queue.begin() + static_cast<std::ptrdiff_t>(take));
         queue_gauge->set(static_cast<double>(queue.size()));
@@ -446,7 +458,6 @@ struct SinkWorker::State {
       if (reopen) reopen_instance();
       if (!batch.empty()) {
         deliver(batch);
-        batch.clear();
       } else {
         check_health_when_idle();
       }
@@ -558,7 +569,7 @@ bool SinkWorker::offer(const EventPtr& event) {
   }
   s.queue.push_back(event);
   s.queue_gauge->set(static_cast<double>(s.queue.size()));
-  if (s.queue.size() == 1) s.work_ready.notify_one();
+  if (s.idle) s.work_ready.notify_one();
   return true;
 }
 

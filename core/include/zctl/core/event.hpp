@@ -10,7 +10,6 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <variant>
 #include <vector>
 
 namespace zctl {
@@ -25,16 +24,11 @@ struct Event {
 
 using EventPtr = std::shared_ptr<const Event>;
 
-// A JSON value that is already serialised (arrays, nested objects).
-struct RawJson {
-  std::string text;
-};
-
 // The fields an event carries after the envelope, in insertion order.
+// Values are serialised as they are added, so building an event costs one
+// growing string instead of a node per field.
 class EventFields {
  public:
-  using Value = std::variant<std::nullptr_t, bool, int64_t, uint64_t, double, std::string, RawJson>;
-
   EventFields& add(std::string_view key, std::string_view value);
   EventFields& add(std::string_view key, const char* value) { return add(key, std::string_view(value)); }
   EventFields& add(std::string_view key, const std::string& value) { return add(key, std::string_view(value)); }
@@ -45,12 +39,15 @@ class EventFields {
   EventFields& add(std::string_view key, unsigned value) { return add(key, static_cast<uint64_t>(value)); }
   EventFields& add(std::string_view key, double value);
   EventFields& add_null(std::string_view key);
-  EventFields& add_raw(std::string_view key, std::string json_text);
+  // `json_text` must be one complete JSON value (array, object, ...).
+  EventFields& add_raw(std::string_view key, std::string_view json_text);
 
-  const std::vector<std::pair<std::string, Value>>& items() const { return items_; }
+  // The members so far, each as `,"key":value`.
+  const std::string& json_members() const { return members_; }
 
  private:
-  std::vector<std::pair<std::string, Value>> items_;
+  void key(std::string_view key);
+  std::string members_;
 };
 
 // RFC 3339 with nanoseconds and the local UTC offset,

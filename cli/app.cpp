@@ -30,6 +30,7 @@ int run(int argc, char** argv) {
       "See zctl(1) and zctl-<command>(1).");
   app.set_version_flag("--version", std::string("zctl ") + ZCTL_VERSION);
   app.require_subcommand(1);
+  app.fallthrough();  // global options may follow the subcommand too
   std::string log_level = "info";
   std::string log_format = "text";
   app.add_option("--log-level", log_level, "Log level: trace, debug, info, warn, error, off")

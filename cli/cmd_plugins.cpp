@@ -1,4 +1,5 @@
 #include <iostream>
+#include <optional>
 
 #include "commands.hpp"
 #include "zctl/core/config.hpp"
@@ -27,13 +28,14 @@ void print_info(const PluginInfo& p) {
             << "\n";
 }
 
-std::vector<std::string> search_path(const PluginsOptions& o) {
+// The search path from the config (or the defaults); nullopt when the config is invalid.
+std::optional<std::vector<std::string>> search_path(const PluginsOptions& o) {
   Config config;
   if (!o.config_file.empty()) {
     auto parsed = load_config_file(o.config_file);
     if (!parsed.config) {
       for (const auto& e : parsed.errors) std::cerr << format_config_error(e, o.config_file) << "\n";
-      throw std::runtime_error("configuration invalid");
+      return std::nullopt;
     }
     config = *parsed.config;
   }
@@ -60,9 +62,10 @@ Runner register_plugins(CLI::App& app) {
     }
     (void)list;
     const auto path = search_path(*o);
-    const auto found = PluginHost(path).discover();
+    if (!path) return kExitCheckFailed;
+    const auto found = PluginHost(*path).discover();
     std::cout << "plugins.path:";
-    for (const auto& dir : path) std::cout << " " << dir;
+    for (const auto& dir : *path) std::cout << " " << dir;
     std::cout << "\n\n";
     if (found.empty()) std::cout << "no plugins found\n";
     bool all_valid = true;

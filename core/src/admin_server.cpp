@@ -356,6 +356,11 @@ asio::awaitable<void> AdminServer::Session::serve_events(const Request& req) {
   Journal& journal = server.journal_;
   // Without `since` the stream starts live; since=N replays everything after N.
   uint64_t next = query.since ? *query.since + 1 : journal.newest_seq() + 1;
+  if (!query.since && next > 1) {
+    // An id with no data dispatches nothing but tells the client where the
+    // stream starts, so a reconnect before the first event loses nothing.
+    out += "id: " + std::to_string(next - 1) + "\n\n";
+  }
   bool first_read = true;
   asio::steady_timer waiter(stream.get_executor());
   server.stream_waiters_.insert(&waiter);

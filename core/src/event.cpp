@@ -7,10 +7,12 @@
 namespace zctl {
 
 void EventFields::key(std::string_view key) {
+  // Keys are identifiers chosen by our code (see the header), so they are
+  // copied, not escaped: this is most of the strings an event has.
   if (members_.capacity() == 0) members_.reserve(256);
-  members_.push_back(',');
-  json::append_string(members_, key);
-  members_.push_back(':');
+  members_.append(",\"", 2);
+  members_.append(key);
+  members_.append("\":", 2);
 }
 
 EventFields& EventFields::add(std::string_view k, std::string_view value) {
@@ -109,11 +111,12 @@ std::string serialize_event(std::string_view event_namespace, std::string_view e
                             uint64_t seq, const EventFields& fields) {
   std::string out;
   out.reserve(160 + fields.json_members().size());
-  out.append("{\"namespace\":");
-  json::append_string(out, event_namespace);
-  out.append(",\"eventType\":");
-  json::append_string(out, event_type);
-  out.append(",\"event_src_id\":");
+  // Namespace and type are identifiers from our own code; copied as is.
+  out.append("{\"namespace\":\"");
+  out.append(event_namespace);
+  out.append("\",\"eventType\":\"");
+  out.append(event_type);
+  out.append("\",\"event_src_id\":");
   json::append_string(out, source_id);
   out.append(",\"timestamp\":\"");
   append_rfc3339(out, time);

@@ -197,6 +197,13 @@ int EventStreamClient::run(const std::function<bool(uint64_t, const std::string&
       messages.clear();
       parser.feed(pending, messages);
       pending.clear();
+      if (!last_seq && messages.empty() && !parser.last_id().empty()) {
+        // The server's "stream starts after N" marker: resume from there.
+        try {
+          last_seq = std::stoull(parser.last_id());
+        } catch (const std::exception&) {
+        }
+      }
       for (const auto& m : messages) {
         if (m.event == "gap") {
           on_notice({StreamNotice::Kind::gap, m.data});

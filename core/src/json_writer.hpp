@@ -50,10 +50,10 @@ inline void append_string(std::string& out, std::string_view text) {
     if (detail::word_needs_escape(w)) break;
     i += 8;
   }
-  if (i + 8 > text.size() && i < text.size()) {
-    // The tail, padded with a byte that never needs escaping.
-    uint64_t w = 0x6161616161616161ULL;
-    std::memcpy(&w, text.data() + i, text.size() - i);
+  if (i < text.size() && i + 8 > text.size() && text.size() >= 8) {
+    // The tail as the last whole word, overlapping bytes already checked.
+    uint64_t w;
+    std::memcpy(&w, text.data() + text.size() - 8, 8);
     if (!detail::word_needs_escape(w)) i = text.size();
   }
   for (; i < text.size(); ++i) {

@@ -159,6 +159,13 @@ class ServeTest(NodeTestCase):
         data = json.loads(blocks[1].split("data: ", 1)[1])
         self.assertEqual(data, node.events()[1])
 
+    def test_live_stream_starts_by_telling_the_client_its_position(self):
+        node = self.node("n1").start()
+        out = subprocess.run(["curl", "-sN", "--max-time", "0.5", node.admin_url + "/v1/events"],
+                             capture_output=True, text=True).stdout
+        # Resuming from here after a drop loses nothing, even before any event.
+        self.assertEqual(out, "retry: 1000\n\nid: 1\n\n")
+
     def test_gap_is_announced_when_the_journal_no_longer_holds_events(self):
         node = self.node("n1", config="events: { journal_size: 1 }\n").start()
         node.stop()

@@ -24,6 +24,14 @@ TEST_CASE("SSE parser handles any split of the byte stream", "[sse]") {
   }
 }
 
+TEST_CASE("an id line without data dispatches nothing but is remembered", "[sse]") {
+  SseParser parser;
+  std::vector<SseMessage> out;
+  parser.feed("retry: 1000\n\nid: 41\n\n", out);
+  CHECK(out.empty());
+  CHECK(parser.last_id() == "41");
+}
+
 TEST_CASE("event stream query: filters, since, Last-Event-ID wins, errors", "[sse]") {
   auto q = parse_event_stream_query("/v1/events?namespace=cluster&type=state.%2A&type=stray&since=41", "");
   REQUIRE(q.valid);

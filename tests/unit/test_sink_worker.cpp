@@ -114,6 +114,7 @@ TEST_CASE("a permanent reject is not retried and is reported as dropped", "[sink
   REQUIRE(eventually([&] { return script.seqs() == std::vector<uint64_t>{2}; }));
   CHECK(script.emit_calls == 2);
   CHECK(dropped_for(report_later(worker), "rejected") == 1);
+  CHECK(metric(metrics, "fake1", "dropped") == 0);  // attempted: counted as failed, not dropped
 }
 
 TEST_CASE("max_attempts bounds retries", "[sink]") {
@@ -217,6 +218,7 @@ TEST_CASE("when_full policies: drop_newest, drop_oldest, block with timeout", "[
     REQUIRE(eventually([&] { return script.seqs().size() == 5; }));
     CHECK(script.seqs() == std::vector<uint64_t>{1, 2, 3, 4, 5});
     CHECK(dropped_for(report_later(worker), "queue_full") == 2);
+    CHECK(metric(metrics, "fake1", "dropped") == 2);
   }
   SECTION("drop_oldest keeps the newest queued events") {
     config.queue.when_full = WhenFull::drop_oldest;

@@ -25,6 +25,8 @@ struct Event {
 using EventPtr = std::shared_ptr<const Event>;
 
 // The fields an event carries after the envelope, in insertion order.
+// Keys (like namespaces and types) are identifiers written in our code --
+// letters, digits, '_', '.', '-' -- and are not escaped; values are.
 // Values are serialised as they are added, so building an event costs one
 // growing string instead of a node per field.
 class EventFields {

@@ -26,6 +26,8 @@ class SseParser {
  public:
   // Consumes bytes (any split); appends every completed message to `out`.
   void feed(std::string_view bytes, std::vector<SseMessage>& out);
+  // The last id: line seen, dispatched with an event or not ("" if none).
+  const std::string& last_id() const { return current_.id; }
 
  private:
   void line(std::string_view text, std::vector<SseMessage>& out);

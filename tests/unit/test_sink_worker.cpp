@@ -81,12 +81,13 @@ TEST_CASE("three failed attempts make the sink unhealthy; a delivery recovers it
   script.first_results = {ZCTL_SINK_RETRY, ZCTL_SINK_RETRY, ZCTL_SINK_RETRY};
   MetricsRegistry metrics;
   SinkConfig config = fast_config(script);
-  config.retry.initial = 30ms;  // long enough to observe the unhealthy state
-  config.retry.max = 30ms;
+  config.retry.initial = 200ms;  // long enough to observe the unhealthy state, even under ASan
+  config.retry.max = 200ms;
   SinkWorker worker(config, fake_plugin(), metrics);
   worker.start();
   worker.offer(make_event(1));
-  REQUIRE(eventually([&] { return script.emit_calls >= 3; }));
+  // The third failure marks it unhealthy once emit has returned.
+  REQUIRE(eventually([&] { return script.emit_calls >= 3 && !worker.up(); }));
   SinkReport report = worker.take_report(SinkWorker::Clock::now());
   REQUIRE(report.became_unhealthy);
   CHECK(report.became_unhealthy->find("scripted result 1") != std::string::npos);

@@ -9,7 +9,6 @@ namespace zctl {
 void EventFields::key(std::string_view key) {
   // Keys are identifiers chosen by our code (see the header), so they are
   // copied, not escaped: this is most of the strings an event has.
-  if (members_.capacity() == 0) members_.reserve(256);
   members_.append(",\"", 2);
   members_.append(key);
   members_.append("\":", 2);
@@ -22,7 +21,7 @@ EventFields& EventFields::add(std::string_view k, std::string_view value) {
 }
 EventFields& EventFields::add(std::string_view k, bool value) {
   key(k);
-  members_.append(value ? "true" : "false");
+  members_.append(value ? std::string_view("true") : std::string_view("false"));
   return *this;
 }
 EventFields& EventFields::add(std::string_view k, int64_t value) {
@@ -42,7 +41,7 @@ EventFields& EventFields::add(std::string_view k, double value) {
 }
 EventFields& EventFields::add_null(std::string_view k) {
   key(k);
-  members_.append("null");
+  members_.append(std::string_view("null"));
   return *this;
 }
 EventFields& EventFields::add_raw(std::string_view k, std::string_view json_text) {
@@ -76,7 +75,8 @@ const SecondCache& cached_second(std::time_t second) {
   return cache;
 }
 
-void append_rfc3339(std::string& out, std::chrono::system_clock::time_point time) {
+template <typename Out>
+void append_rfc3339(Out& out, std::chrono::system_clock::time_point time) {
   const auto ns_since_epoch =
       std::chrono::duration_cast<std::chrono::nanoseconds>(time.time_since_epoch()).count();
   std::time_t second = static_cast<std::time_t>(ns_since_epoch / 1000000000);
@@ -109,22 +109,21 @@ std::string format_rfc3339(std::chrono::system_clock::time_point time) {
 std::string serialize_event(std::string_view event_namespace, std::string_view event_type,
                             std::string_view source_id, std::chrono::system_clock::time_point time,
                             uint64_t seq, const EventFields& fields) {
-  std::string out;
-  out.reserve(160 + fields.json_members().size());
-  // Namespace and type are identifiers from our own code; copied as is.
-  out.append("{\"namespace\":\"");
+  // Composed in place, then copied once into an exactly sized string.
+  InlineBuffer<640> out;
+  out.append(std::string_view("{\"namespace\":\""));
   out.append(event_namespace);
-  out.append("\",\"eventType\":\"");
+  out.append(std::string_view("\",\"eventType\":\""));
   out.append(event_type);
-  out.append("\",\"event_src_id\":");
+  out.append(std::string_view("\",\"event_src_id\":"));
   json::append_string(out, source_id);
-  out.append(",\"timestamp\":\"");
+  out.append(std::string_view(",\"timestamp\":\""));
   append_rfc3339(out, time);
-  out.append("\",\"seq\":");
+  out.append(std::string_view("\",\"seq\":"));
   json::append_integer(out, seq);
   out.append(fields.json_members());
   out.push_back('}');
-  return out;
+  return std::string(out.view());
 }
 
 }  // namespace zctl

@@ -38,9 +38,11 @@ inline bool word_needs_escape(uint64_t w) {
 }
 }  // namespace detail
 
-inline void append_string(std::string& out, std::string_view text) {
+// Output types: std::string or InlineBuffer (append(ptr, n), push_back(c)).
+
+template <typename Out>
+inline void append_string(Out& out, std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
-  out.push_back('"');
   size_t run_start = 0;
   size_t i = 0;
   // Most text needs no escaping: skip it a word at a time.
@@ -56,19 +58,27 @@ inline void append_string(std::string& out, std::string_view text) {
     std::memcpy(&w, text.data() + text.size() - 8, 8);
     if (!detail::word_needs_escape(w)) i = text.size();
   }
+  for (; i < text.size() && !detail::kEscape.needs[static_cast<unsigned char>(text[i])]; ++i) {
+  }
+  out.push_back('"');
+  if (i == text.size()) {  // the common case: nothing to escape
+    out.append(text.data(), text.size());
+    out.push_back('"');
+    return;
+  }
   for (; i < text.size(); ++i) {
     const auto c = static_cast<unsigned char>(text[i]);
     if (!detail::kEscape.needs[c]) continue;
     out.append(text.data() + run_start, i - run_start);
     run_start = i + 1;
     switch (c) {
-      case '"': out.append("\\\""); break;
-      case '\\': out.append("\\\\"); break;
-      case '\n': out.append("\\n"); break;
-      case '\r': out.append("\\r"); break;
-      case '\t': out.append("\\t"); break;
+      case '"': out.append("\\\"", 2); break;
+      case '\\': out.append("\\\\", 2); break;
+      case '\n': out.append("\\n", 2); break;
+      case '\r': out.append("\\r", 2); break;
+      case '\t': out.append("\\t", 2); break;
       default:
-        out.append("\\u00");
+        out.append("\\u00", 4);
         out.push_back(kHex[c >> 4]);
         out.push_back(kHex[c & 0xF]);
     }
@@ -77,19 +87,20 @@ inline void append_string(std::string& out, std::string_view text) {
   out.push_back('"');
 }
 
-template <typename Integer>
-inline void append_integer(std::string& out, Integer value) {
+template <typename Out, typename Integer>
+inline void append_integer(Out& out, Integer value) {
   char buf[24];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
   (void)ec;
-  out.append(buf, end);
+  out.append(buf, static_cast<size_t>(end - buf));
 }
 
-inline void append_double(std::string& out, double value) {
+template <typename Out>
+inline void append_double(Out& out, double value) {
   char buf[32];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value);
   (void)ec;
-  out.append(buf, end);
+  out.append(buf, static_cast<size_t>(end - buf));
 }
 
 inline std::string quoted(std::string_view text) {

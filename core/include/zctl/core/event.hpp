@@ -12,6 +12,8 @@
 #include <string_view>
 #include <vector>
 
+#include "zctl/core/inline_buffer.hpp"
+
 namespace zctl {
 
 struct Event {
@@ -45,11 +47,11 @@ class EventFields {
   EventFields& add_raw(std::string_view key, std::string_view json_text);
 
   // The members so far, each as `,"key":value`.
-  const std::string& json_members() const { return members_; }
+  std::string_view json_members() const { return members_.view(); }
 
  private:
   void key(std::string_view key);
-  std::string members_;
+  InlineBuffer<384> members_;  // a typical event's fields fit without allocating
 };
 
 // RFC 3339 with nanoseconds and the local UTC offset,

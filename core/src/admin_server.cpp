@@ -14,7 +14,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
-#include "json_writer.hpp"
+#include "zctl/core/detail/json_text.hpp"
 #include "net_address.hpp"
 #include "sink_worker.hpp"
 #include "zctl/core/journal.hpp"

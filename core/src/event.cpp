@@ -2,53 +2,9 @@
 
 #include <ctime>
 
-#include "json_writer.hpp"
+#include "zctl/core/detail/json_text.hpp"
 
 namespace zctl {
-
-void EventFields::key(std::string_view key) {
-  // Keys are identifiers chosen by our code (see the header), so they are
-  // copied, not escaped: this is most of the strings an event has.
-  members_.append(",\"", 2);
-  members_.append(key);
-  members_.append("\":", 2);
-}
-
-EventFields& EventFields::add(std::string_view k, std::string_view value) {
-  key(k);
-  json::append_string(members_, value);
-  return *this;
-}
-EventFields& EventFields::add(std::string_view k, bool value) {
-  key(k);
-  members_.append(value ? std::string_view("true") : std::string_view("false"));
-  return *this;
-}
-EventFields& EventFields::add(std::string_view k, int64_t value) {
-  key(k);
-  json::append_integer(members_, value);
-  return *this;
-}
-EventFields& EventFields::add(std::string_view k, uint64_t value) {
-  key(k);
-  json::append_integer(members_, value);
-  return *this;
-}
-EventFields& EventFields::add(std::string_view k, double value) {
-  key(k);
-  json::append_double(members_, value);
-  return *this;
-}
-EventFields& EventFields::add_null(std::string_view k) {
-  key(k);
-  members_.append(std::string_view("null"));
-  return *this;
-}
-EventFields& EventFields::add_raw(std::string_view k, std::string_view json_text) {
-  key(k);
-  members_.append(json_text);
-  return *this;
-}
 
 namespace {
 

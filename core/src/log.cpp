@@ -6,7 +6,7 @@
 #include <array>
 #include <atomic>
 
-#include "json_writer.hpp"
+#include "zctl/core/detail/json_text.hpp"
 
 namespace zctl {
 namespace {

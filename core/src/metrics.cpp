@@ -4,7 +4,7 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "json_writer.hpp"
+#include "zctl/core/detail/json_text.hpp"
 
 namespace zctl {
 

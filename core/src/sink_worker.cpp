@@ -264,7 +264,7 @@ struct SinkWorker::State {
 
   // Delivers one batch with retries. Returns when it is delivered, rejected,
   // out of attempts, or the stop deadline passed.
-  void deliver(std::vector<EventPtr>& batch) {
+  void deliver(std::deque<EventPtr>& batch) {
     std::vector<zctl_sink_event> views;
     views.reserve(batch.size());
     for (const auto& e : batch) {
@@ -426,7 +426,8 @@ struct SinkWorker::State {
   }
 
   void run() {
-    std::vector<EventPtr> batch;
+    std::deque<EventPtr> batch;
+    bool busy = false;  // the last round delivered something
     for (;;) {
       std::optional<std::pair<SinkConfig, std::shared_ptr<LoadedPlugin>>> swap;
       bool reopen = false;
@@ -437,7 +438,7 @@ struct SinkWorker::State {
           // After a batch, nap briefly unannounced so a busy producer fills
           // the next batch instead of waking us once per event; only then
           // sleep in earnest, announced, so a lone event is delivered at once.
-          if (!batch.empty()) work_ready.wait_for(lock, kBatchLinger, has_work);
+          if (busy) work_ready.wait_for(lock, kBatchLinger, has_work);
           if (!has_work()) {
             idle = true;
             work_ready.wait_for(lock, std::chrono::seconds(1), has_work);
@@ -448,9 +449,13 @@ struct SinkWorker::State {
         swap.swap(replacement);
         reopen = std::exchange(reopen_requested, false);
         const size_t take = std::min<size_t>(queue.size(), std::max<uint32_t>(config.queue.batch_max, 1));
-        batch.clear();
-        batch.assign(std::make_move_iterator(queue.begin()), std::make_move_iterator(queue.begin() + static_cast<std::ptrdiff_t>(take)));
-        queue.erase(queue.begin(), queue.begin() + static_cast<std::ptrdiff_t>(take));
+        if (take == queue.size()) {
+          batch.swap(queue);  // O(1): producers wait on this lock
+        } else {
+          batch.assign(std::make_move_iterator(queue.begin()),
+                       std::make_move_iterator(queue.begin() + static_cast<std::ptrdiff_t>(take)));
+          queue.erase(queue.begin(), queue.begin() + static_cast<std::ptrdiff_t>(take));
+        }
         queue_gauge->set(static_cast<double>(queue.size()));
         if (stalled && queue.size() < config.queue.max_events / 2) {
           stalled = false;
@@ -460,8 +465,10 @@ struct SinkWorker::State {
       }
       if (swap) apply_replacement(std::move(swap->first), std::move(swap->second));
       if (reopen) reopen_instance();
-      if (!batch.empty()) {
+      busy = !batch.empty();
+      if (busy) {
         deliver(batch);
+        batch.clear();  // outside the lock: releasing events is not free
       } else {
         check_health_when_idle();
       }

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "zctl/core/detail/json_text.hpp"
 #include "zctl/core/inline_buffer.hpp"
 
 namespace zctl {
@@ -33,24 +34,57 @@ using EventPtr = std::shared_ptr<const Event>;
 // growing string instead of a node per field.
 class EventFields {
  public:
-  EventFields& add(std::string_view key, std::string_view value);
-  EventFields& add(std::string_view key, const char* value) { return add(key, std::string_view(value)); }
-  EventFields& add(std::string_view key, const std::string& value) { return add(key, std::string_view(value)); }
-  EventFields& add(std::string_view key, bool value);
-  EventFields& add(std::string_view key, int64_t value);
-  EventFields& add(std::string_view key, uint64_t value);
-  EventFields& add(std::string_view key, int value) { return add(key, static_cast<int64_t>(value)); }
-  EventFields& add(std::string_view key, unsigned value) { return add(key, static_cast<uint64_t>(value)); }
-  EventFields& add(std::string_view key, double value);
-  EventFields& add_null(std::string_view key);
+  EventFields& add(std::string_view k, std::string_view value) {
+    key(k);
+    json::append_string(members_, value);
+    return *this;
+  }
+  EventFields& add(std::string_view k, const char* value) { return add(k, std::string_view(value)); }
+  EventFields& add(std::string_view k, const std::string& value) { return add(k, std::string_view(value)); }
+  EventFields& add(std::string_view k, bool value) {
+    key(k);
+    members_.append(value ? std::string_view("true") : std::string_view("false"));
+    return *this;
+  }
+  EventFields& add(std::string_view k, int64_t value) {
+    key(k);
+    json::append_integer(members_, value);
+    return *this;
+  }
+  EventFields& add(std::string_view k, uint64_t value) {
+    key(k);
+    json::append_integer(members_, value);
+    return *this;
+  }
+  EventFields& add(std::string_view k, int value) { return add(k, static_cast<int64_t>(value)); }
+  EventFields& add(std::string_view k, unsigned value) { return add(k, static_cast<uint64_t>(value)); }
+  EventFields& add(std::string_view k, double value) {
+    key(k);
+    json::append_double(members_, value);
+    return *this;
+  }
+  EventFields& add_null(std::string_view k) {
+    key(k);
+    members_.append(std::string_view("null"));
+    return *this;
+  }
   // `json_text` must be one complete JSON value (array, object, ...).
-  EventFields& add_raw(std::string_view key, std::string_view json_text);
+  EventFields& add_raw(std::string_view k, std::string_view json_text) {
+    key(k);
+    members_.append(json_text);
+    return *this;
+  }
 
   // The members so far, each as `,"key":value`.
   std::string_view json_members() const { return members_.view(); }
 
  private:
-  void key(std::string_view key);
+  // Keys are identifiers chosen by our code, so they are copied, not escaped.
+  void key(std::string_view k) {
+    members_.append(",\"", 2);
+    members_.append(k);
+    members_.append("\":", 2);
+  }
   InlineBuffer<384> members_;  // a typical event's fields fit without allocating
 };
 

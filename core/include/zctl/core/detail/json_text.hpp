@@ -1,5 +1,6 @@
-// Minimal append-only JSON text builder used on the event hot path, where a
-// DOM or a generic writer would cost more than the event itself.
+// Minimal append-only JSON text helpers for the event hot path, where a DOM
+// or a generic writer would cost more than the event itself. Inline so that
+// EventFields::add folds constant keys into plain stores.
 #pragma once
 
 #include <charconv>

@@ -15,8 +15,12 @@ Runner register_config(CLI::App& app) {
   return [file]() -> int {
     const auto parsed = load_config_file(*file);
     if (parsed.config) {
-      std::cout << *file << ": valid (" << parsed.config->sinks.size() << " sink"
-                << (parsed.config->sinks.size() == 1 ? "" : "s") << ")\n";
+      const size_t sinks = parsed.config->sinks.size();
+      std::cout << *file << ": valid ("
+                << (parsed.config->sinks_given
+                        ? std::to_string(sinks) + (sinks == 1 ? " sink" : " sinks")
+                        : std::string("no sinks: the default file sink writes <data_dir>/events.jsonl"))
+                << ")\n";
       return kExitOk;
     }
     for (const auto& e : parsed.errors) std::cerr << format_config_error(e, *file) << "\n";

@@ -232,6 +232,31 @@ class ServeTest(NodeTestCase):
         self.assertIn("max_backups", err)
 
 
+class CliTest(NodeTestCase):
+    def test_global_options_work_after_the_command(self):
+        config = os.path.join(self.workdir, "ok.yaml")
+        with open(config, "w") as f:
+            f.write("events: { journal_size: 10 }\n")
+        result = self.zctl("config", "check", config, "--log-level", "debug", "--log-format", "json")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("valid (no sinks: the default file sink writes <data_dir>/events.jsonl)", result.stdout)
+
+    def test_config_check_and_plugins_list_exit_1_on_an_invalid_config(self):
+        config = os.path.join(self.workdir, "bad.yaml")
+        with open(config, "w") as f:
+            f.write("sinks:\n  - name: a\n    plugin: file\n    queue: { when_full: explode }\n")
+        for args in (["config", "check", config], ["plugins", "list", "-c", config]):
+            with self.subTest(args=args):
+                result = self.zctl(*args)
+                self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+                self.assertRegex(result.stderr, r"bad\.yaml:4:\d+: sinks\[0\]\.queue\.when_full: ")
+
+    def test_usage_errors_exit_2(self):
+        self.assertEqual(self.zctl("serve", "--no-such-flag").returncode, 2)
+        self.assertEqual(self.zctl().returncode, 2)
+        self.assertEqual(self.zctl("watch", "-o", "yaml").returncode, 2)
+
+
 class PluginFailureTest(NodeTestCase):
     """Misbehaving plugins, loaded for real from the test plugin directory."""
 

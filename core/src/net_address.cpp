@@ -21,7 +21,6 @@ boost::asio::ip::tcp::endpoint resolve_listen_address(const std::string& address
     throw std::runtime_error("'" + address + "': port must be a number from 0 to 65535");
   }
   if (host == "localhost") host = "127.0.0.1";
-  if (host.empty() || host == "*") host = "0.0.0.0";
   boost::system::error_code ec;
   const auto ip = boost::asio::ip::make_address(host, ec);
   if (ec) throw std::runtime_error("'" + address + "': '" + host + "' is not an IP address");

@@ -6,9 +6,10 @@
 # Self-contained: it does not need the bash-completion package's helpers.
 
 # Prints the options of a command path ("" = top level) that take a value.
+# The global --log-level and --log-format are accepted after any command too.
 _zctl_options_with_value() {
+    echo '--log-level --log-format'
     case $1 in
-        '') echo '--log-level --log-format' ;;
         serve) echo '-c --config --id --data-dir --admin' ;;
         watch) echo '--node --namespace --type --since --count -o --output --token-file' ;;
         'plugins list') echo '-c --config' ;;
@@ -19,10 +20,10 @@ _zctl_options_with_value() {
 _zctl_options() {
     case $1 in
         '') echo '--help --version --log-level --log-format' ;;
-        serve) echo '--help --config --id --data-dir --admin' ;;
-        watch) echo '--help --node --namespace --type --since --count --output --token-file' ;;
-        'plugins list') echo '--help --config' ;;
-        *) echo '--help' ;;
+        serve) echo '--help --config --id --data-dir --admin --log-level --log-format' ;;
+        watch) echo '--help --node --namespace --type --since --count --output --token-file --log-level --log-format' ;;
+        'plugins list') echo '--help --config --log-level --log-format' ;;
+        *) echo '--help --log-level --log-format' ;;
     esac
 }
 

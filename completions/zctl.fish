@@ -49,8 +49,8 @@ complete -c zctl -f
 # Top level
 complete -c zctl -n '__zctl_at ""' -s h -l help -d 'Print help and exit'
 complete -c zctl -n '__zctl_at ""' -l version -d 'Print the version and exit'
-complete -c zctl -n '__zctl_at ""' -l log-level -x -a 'trace debug info warn error critical off' -d 'Log level on stderr'
-complete -c zctl -n '__zctl_at ""' -l log-format -x -a 'text json' -d 'Log format on stderr'
+complete -c zctl -l log-level -x -a 'trace debug info warn error critical off' -d 'Log level on stderr'
+complete -c zctl -l log-format -x -a 'text json' -d 'Log format on stderr'
 complete -c zctl -n '__zctl_at ""' -a serve -d 'Run a controller node'
 complete -c zctl -n '__zctl_at ""' -a watch -d 'Stream events from a node'
 complete -c zctl -n '__zctl_at ""' -a plugins -d 'List and inspect sink plugins'

@@ -81,6 +81,8 @@ expect_offers() {
 
 expect_offers "'zctl <TAB>'" "serve watch plugins config completion version" zctl ""
 expect_offers "'zctl watch -<TAB>'" "--namespace --since" zctl watch -
+expect_offers "'zctl watch --log<TAB>' (global options after the command)" "--log-level --log-format" zctl watch --log
+expect_offers "'zctl serve --log-level <TAB>'" "debug info" zctl serve --log-level ""
 expect_offers "'zctl watch -o <TAB>'" "table json" zctl watch -o ""
 expect_offers "'zctl plugins <TAB>'" "list info" zctl plugins ""
 expect_offers "'zctl config <TAB>'" "check" zctl config ""

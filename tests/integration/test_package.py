@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""The Debian package: `cpack -G DEB` builds it, its metadata pulls the
+runtime libraries, and the zctl unpacked from it into a scratch root runs
+and finds its own plugin."""
+
+import os
+import subprocess
+
+from harness import BUILD_DIR, NodeTestCase, main
+
+
+class PackageTest(NodeTestCase):
+    def test_deb_builds_declares_dependencies_and_runs_from_a_scratch_root(self):
+        out = os.path.join(self.workdir, "pkg")
+        os.makedirs(out)
+        build = subprocess.run(["cpack", "-G", "DEB", "-B", out], cwd=BUILD_DIR, capture_output=True, text=True)
+        self.assertEqual(build.returncode, 0, build.stdout + build.stderr)
+        debs = [f for f in os.listdir(out) if f.endswith(".deb")]
+        self.assertEqual(len(debs), 1, os.listdir(out))
+        deb = os.path.join(out, debs[0])
+        self.assertRegex(debs[0], r"^zctl_\d+\.\d+\.\d+_[a-z0-9]+\.deb$")
+
+        depends = subprocess.run(["dpkg-deb", "-f", deb, "Depends"], capture_output=True, text=True).stdout
+        for lib in ("libyaml-cpp", "libspdlog", "libboost-filesystem", "libfmt", "libssl"):
+            self.assertIn(lib, depends)
+
+        contents = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True).stdout
+        for path in ("./usr/bin/zctl", "./usr/lib/zctl/plugins/file.so", "./usr/include/zctl/sink.h",
+                     "./usr/share/man/man1/zctl.1", "./usr/share/man/man5/zctl.yaml.5",
+                     "./usr/share/man/man7/zctl-sink-plugin.7",
+                     "./usr/share/bash-completion/completions/zctl",
+                     "./usr/share/fish/vendor_completions.d/zctl.fish",
+                     "./usr/share/doc/zctl/examples/zctl.yaml"):
+            self.assertIn(path, contents)
+
+        root = os.path.join(self.workdir, "root")
+        subprocess.run(["dpkg-deb", "-x", deb, root], check=True)
+        zctl = os.path.join(root, "usr", "bin", "zctl")
+        version = subprocess.run([zctl, "--version"], capture_output=True, text=True)
+        self.assertEqual(version.returncode, 0, version.stderr)
+        self.assertRegex(version.stdout, r"^zctl \d+\.\d+\.\d+")
+        plugins = subprocess.run([zctl, "plugins", "list"], capture_output=True, text=True,
+                                 env=dict(os.environ, ZCTL_PLUGIN_PATH=""))
+        self.assertEqual(plugins.returncode, 0, plugins.stdout + plugins.stderr)
+        self.assertIn(os.path.join(root, "usr", "lib", "zctl", "plugins", "file.so"), plugins.stdout)
+        self.assertIn("file ", plugins.stdout)
+
+
+if __name__ == "__main__":
+    main()

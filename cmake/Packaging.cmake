@@ -2,6 +2,10 @@
 # Debian 12: everything `cmake --install` lays out, under /usr, with runtime
 # dependencies computed by dpkg-shlibdeps from the binaries themselves.
 install(FILES examples/zctl.yaml examples/minimal.yaml DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/zctl/examples)
+# The service: unit, and the default config postinst copies to /etc/zctl when
+# there is none (so `cmake --install` into a prefix never writes /etc).
+install(FILES packaging/zctl.service DESTINATION lib/systemd/system)
+install(FILES packaging/zctl.yaml DESTINATION ${CMAKE_INSTALL_DATADIR}/zctl)
 
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME zctl)
@@ -17,5 +21,8 @@ set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION admin)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser")  # merged with the shared-library dependencies
+set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA ${CMAKE_SOURCE_DIR}/packaging/postinst)
+set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 set(CPACK_STRIP_FILES ON)
 include(CPack)

@@ -6,10 +6,10 @@ set -euo pipefail
 BUILD_PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libcli11-dev libboost-dev libboost-filesystem-dev libboost-system-dev
-  libyaml-cpp-dev libspdlog-dev libfmt-dev rapidjson-dev libssl-dev
+  libyaml-cpp-dev libspdlog-dev libfmt-dev rapidjson-dev libssl-dev libsystemd-dev
 )
 # Real peers and tools the test suite talks to.
-TEST_PACKAGES=(catch2 python3 curl prometheus groff-base bash-completion)
+TEST_PACKAGES=(catch2 python3 curl prometheus groff-base bash-completion systemd)
 
 want=("${BUILD_PACKAGES[@]}")
 if [[ "${1:-}" == "--test" ]]; then

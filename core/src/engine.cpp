@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "admin_server.hpp"
+#include "service_notify.hpp"
 #include "zctl/core/event_bus.hpp"
 #include "zctl/core/journal.hpp"
 #include "zctl/core/log.hpp"
@@ -165,6 +166,8 @@ void Engine::Services::start() {
                                          .add("admin", admin->local_address())
                                          .add("dataDir", config.node.data_dir));
   info.first_seq = started->seq;
+  notify_ready("serving: admin API " + admin->local_address() + ", " + std::to_string(config.sinks.size()) +
+               " sink(s)");
 }
 
 void Engine::Services::wait_for_signals() {
@@ -182,6 +185,7 @@ void Engine::Services::wait_for_signals() {
 }
 
 void Engine::Services::reload() {
+  notify_reloading();
   Config next = config;
   if (reloader) {
     const auto errors = reloader(next);
@@ -196,11 +200,13 @@ void Engine::Services::reload() {
   config.sinks = next.sinks;
   log_info("reloaded sinks (" + std::to_string(next.sinks.size()) + " configured" +
            (errors.empty() ? ")" : ", " + std::to_string(errors.size()) + " kept their previous configuration)"));
+  notify_ready("serving: reloaded, " + std::to_string(next.sinks.size()) + " sink(s)");
 }
 
 void Engine::Services::begin_shutdown(std::string_view reason) {
   if (stopping) return;
   stopping = true;
+  notify_stopping();
   if (signals) signals->cancel();
   bus->emit("node", "stopping", EventFields().add("reason", reason));
   shutdown_timer.emplace(io, kStreamFlushGrace);

@@ -38,8 +38,7 @@ constexpr TextRule rule_of(Text kind) {
 }
 
 bool id_char(unsigned char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-         c == '-';
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
 }
 bool address_char(unsigned char c) { return c >= 0x21 && c <= 0x7E; }
 bool reason_char(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'; }
@@ -167,9 +166,9 @@ class Reader {
     uint16_t length = 0;
     if (!u16(length, field)) return false;
     if (length > body_.size() - pos_) {
-      return fail_at(start, field,
-                     std::to_string(length) + " bytes declared, " + std::to_string(body_.size() - pos_) +
-                         " left in the body");
+      return fail_at(
+          start, field,
+          std::to_string(length) + " bytes declared, " + std::to_string(body_.size() - pos_) + " left in the body");
     }
     const std::string_view value = body_.substr(pos_, length);
     if (std::string problem = text_problem(value, kind); !problem.empty()) {
@@ -302,8 +301,7 @@ bool decode_versions(Reader& r, Versions& m) {
 bool decode_heartbeat(Reader& r, Heartbeat& m) { return r.u64(m.term, "term") && r.u64(m.sequence, "sequence"); }
 bool decode_heartbeat_ack(Reader& r, HeartbeatAck& m) { return r.u64(m.sequence, "sequence"); }
 bool decode_redirect(Reader& r, Redirect& m) {
-  return r.text(m.leader_id, "leader_id", Text::id) &&
-         r.text(m.leader_mesh_addr, "leader_mesh_addr", Text::address);
+  return r.text(m.leader_id, "leader_id", Text::id) && r.text(m.leader_mesh_addr, "leader_mesh_addr", Text::address);
 }
 
 template <typename T, typename Decode>
@@ -554,7 +552,8 @@ ParseResult FrameParser::check_header_byte(size_t index, size_t consumed) {
                   "version " + std::to_string(b) + "; this node speaks " + version_list(kSupportedVersions));
     }
   } else if (index == 5) {
-    if (!known_type(b)) return fail(consumed, ProtocolError::malformed_payload, at, "unknown message type " + std::to_string(b));
+    if (!known_type(b))
+      return fail(consumed, ProtocolError::malformed_payload, at, "unknown message type " + std::to_string(b));
   } else if (index == 7) {
     const unsigned flags = static_cast<unsigned>(header_[6]) << 8 | header_[7];
     if (flags != 0) {
@@ -564,9 +563,10 @@ ParseResult FrameParser::check_header_byte(size_t index, size_t consumed) {
   } else if (index == 11) {
     body_length_ = static_cast<uint32_t>(header_[8]) << 24 | static_cast<uint32_t>(header_[9]) << 16 |
                    static_cast<uint32_t>(header_[10]) << 8 | header_[11];
-    if (body_length_ > max_frame_bytes_) {
+    const uint64_t frame_bytes = uint64_t{kHeaderBytes} + body_length_;
+    if (frame_bytes > max_frame_bytes_) {
       return fail(consumed, ProtocolError::frame_too_large, at - 3,
-                  "body length " + std::to_string(body_length_) + " exceeds the limit of " +
+                  "a frame of " + std::to_string(frame_bytes) + " bytes exceeds the limit of " +
                       std::to_string(max_frame_bytes_));
     }
   }
@@ -705,10 +705,9 @@ HandshakeOutcome HandshakeMachine::on_frame(const Frame& frame) {
   };
   if (state_ == State::closed) return unexpected("after the session ended");
   if (version_ && frame.version != *version_) {
-    HandshakeOutcome outcome =
-        fail(ProtocolError::unsupported_version, frame.offset + 4,
-             "a version " + std::to_string(frame.version) + " frame on a session that negotiated version " +
-                 std::to_string(*version_));
+    HandshakeOutcome outcome = fail(ProtocolError::unsupported_version, frame.offset + 4,
+                                    "a version " + std::to_string(frame.version) +
+                                        " frame on a session that negotiated version " + std::to_string(*version_));
     outcome.error->peer_version = frame.version;
     return outcome;
   }

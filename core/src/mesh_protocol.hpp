@@ -31,8 +31,8 @@ inline constexpr std::array<uint8_t, 4> kMagic = {0x5A, 0x43, 0x54, 0x4C};  // "
 inline constexpr size_t kHeaderBytes = 12;
 // Versions this build speaks, ascending. The versions reply lists them.
 inline constexpr std::array<uint8_t, 1> kSupportedVersions = {1};
-inline constexpr uint8_t kLowestVersion = 1;   // the version of every frame sent before negotiation
-inline constexpr uint32_t kDefaultMaxFrameBytes = 65536;  // mesh.max_frame_bytes
+inline constexpr uint8_t kLowestVersion = 1;              // the version of every frame sent before negotiation
+inline constexpr uint32_t kDefaultMaxFrameBytes = 65536;  // mesh.max_frame_bytes: header + body
 
 // Per-field limits, in bytes.
 inline constexpr size_t kMaxIdBytes = 64;        // node, cluster, leader and member ids
@@ -60,8 +60,8 @@ std::string_view to_string(ProtocolError error);
 // Everything a connection/protocol_error event needs.
 struct FrameError {
   ProtocolError error = ProtocolError::malformed_payload;
-  uint64_t offset = 0;  // absolute offset in the byte stream of the offending field
-  std::string detail;   // one human sentence, no secrets
+  uint64_t offset = 0;                  // absolute offset in the byte stream of the offending field
+  std::string detail;                   // one human sentence, no secrets
   std::optional<uint8_t> peer_version;  // version byte of the peer's current frame, once seen
 
   bool operator==(const FrameError&) const = default;
@@ -117,13 +117,13 @@ struct Accepted {  // node -> client: the joiner is a member now
   bool operator==(const Accepted&) const = default;
 };
 
-struct Rejected {  // node -> client, then close
+struct Rejected {      // node -> client, then close
   std::string reason;  // snake_case: not_member, bad_token, wrong_cluster, ... or a ProtocolError reason
   std::string detail;
   bool operator==(const Rejected&) const = default;
 };
 
-struct Versions {  // node -> client after bad magic or an unsupported version, then close
+struct Versions {                 // node -> client after bad magic or an unsupported version, then close
   std::vector<uint8_t> versions;  // ascending, non-zero, at least one
   bool operator==(const Versions&) const = default;
 };
@@ -199,8 +199,8 @@ struct ParseResult {
 //   }
 class FrameParser {
  public:
-  // max_frame_bytes: the largest body length accepted (the 12-byte header is
-  // not counted); a larger length field is frame_too_large.
+  // max_frame_bytes: the largest whole frame accepted, header included; a
+  // length field with 12 + length > max_frame_bytes is frame_too_large.
   explicit FrameParser(uint32_t max_frame_bytes = kDefaultMaxFrameBytes);
 
   // Takes bytes from the front of `input` up to the end of the next frame.
@@ -288,9 +288,9 @@ class HandshakeMachine {
   // SPEC pendingStep: "hello", "join" or "membership"; empty once joined or
   // closed. ("tls_handshake" is the session's to report.)
   std::string_view pending_step() const;
-  const std::string& peer_node_id() const { return peer_node_id_; }  // empty before hello
+  const std::string& peer_node_id() const { return peer_node_id_; }     // empty before hello
   std::optional<uint8_t> protocol_version() const { return version_; }  // negotiated
-  const Join& join() const { return join_; }  // valid from awaiting_membership
+  const Join& join() const { return join_; }                            // valid from awaiting_membership
 
  private:
   HandshakeOutcome fail(ProtocolError error, uint64_t offset, std::string detail);

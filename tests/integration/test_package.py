@@ -21,7 +21,7 @@ class PackageTest(NodeTestCase):
         self.assertRegex(debs[0], r"^zctl_\d+\.\d+\.\d+_[a-z0-9]+\.deb$")
 
         depends = subprocess.run(["dpkg-deb", "-f", deb, "Depends"], capture_output=True, text=True).stdout
-        for lib in ("libyaml-cpp", "libspdlog", "libboost-filesystem", "libfmt", "libssl"):
+        for lib in ("libyaml-cpp", "libspdlog", "libboost-filesystem", "libfmt", "libssl", "libsystemd0", "adduser"):
             self.assertIn(lib, depends)
 
         contents = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True).stdout
@@ -30,7 +30,8 @@ class PackageTest(NodeTestCase):
                      "./usr/share/man/man7/zctl-sink-plugin.7",
                      "./usr/share/bash-completion/completions/zctl",
                      "./usr/share/fish/vendor_completions.d/zctl.fish",
-                     "./usr/share/doc/zctl/examples/zctl.yaml"):
+                     "./usr/share/doc/zctl/examples/zctl.yaml",
+                     "./usr/lib/systemd/system/zctl.service", "./usr/share/zctl/zctl.yaml"):
             self.assertIn(path, contents)
 
         root = os.path.join(self.workdir, "root")
@@ -44,6 +45,25 @@ class PackageTest(NodeTestCase):
         self.assertEqual(plugins.returncode, 0, plugins.stdout + plugins.stderr)
         self.assertIn(os.path.join(root, "usr", "lib", "zctl", "plugins", "file.so"), plugins.stdout)
         self.assertIn("file ", plugins.stdout)
+
+        # The unit is valid for this systemd (pointed at the unpacked binary) ...
+        unit = os.path.join(self.workdir, "zctl.service")
+        with open(os.path.join(root, "usr", "lib", "systemd", "system", "zctl.service")) as f:
+            text = f.read()
+        self.assertIn("Type=notify", text)
+        self.assertIn("ExecReload=/bin/kill -HUP $MAINPID", text)
+        with open(unit, "w") as f:
+            f.write(text.replace("/usr/bin/zctl", zctl))
+        verify = subprocess.run(["systemd-analyze", "verify", "--man=no", unit], capture_output=True, text=True)
+        self.assertEqual((verify.returncode, verify.stdout + verify.stderr), (0, ""))
+        # ... the default config it starts with is valid, and postinst is shell.
+        check = subprocess.run([zctl, "config", "check", os.path.join(root, "usr", "share", "zctl", "zctl.yaml")],
+                               capture_output=True, text=True)
+        self.assertEqual(check.returncode, 0, check.stderr)
+        control = os.path.join(self.workdir, "control")
+        subprocess.run(["dpkg-deb", "-e", deb, control], check=True)
+        self.assertEqual(subprocess.run(["sh", "-n", os.path.join(control, "postinst")]).returncode, 0)
+        self.assertTrue(os.access(os.path.join(control, "postinst"), os.X_OK))
 
 
 if __name__ == "__main__":

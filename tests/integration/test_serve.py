@@ -176,6 +176,24 @@ class ServeTest(NodeTestCase):
         self.assertIn('event: gap\ndata: {"from":1,"to":2,"oldest":3}', status_line)
         self.assertIn("id: 3\nevent: node/started", status_line)
 
+    def test_tells_a_service_manager_when_ready_reloading_and_stopping(self):
+        path = os.path.join(self.workdir, "notify.sock")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        sock.settimeout(10)
+        try:
+            node = self.node("n1", env={"NOTIFY_SOCKET": path}).start()
+            ready = sock.recv(512).decode()
+            self.assertTrue(ready.startswith("READY=1\nSTATUS=serving: admin API "), ready)
+            self.assertEqual(node.get("/healthz")[0], 200)  # ready really means serving
+            node.signal(signal.SIGHUP)
+            self.assertTrue(sock.recv(512).decode().startswith("RELOADING=1"))
+            self.assertTrue(sock.recv(512).decode().startswith("READY=1"))
+            node.stop()
+            self.assertTrue(sock.recv(512).decode().startswith("STOPPING=1"))
+        finally:
+            sock.close()
+
     # --- start-up failures ---------------------------------------------------
 
     def test_invalid_config_reports_line_and_column_and_exits_1(self):

@@ -83,7 +83,9 @@ Message round_trip(const Message& message) {
   return events.frames[0].message;
 }
 
-Frame frame_of(Message message, uint64_t offset = 0, uint8_t version = 1) { return {version, offset, std::move(message)}; }
+Frame frame_of(Message message, uint64_t offset = 0, uint8_t version = 1) {
+  return {version, offset, std::move(message)};
+}
 
 }  // namespace
 
@@ -131,7 +133,8 @@ TEST_CASE("mesh: every message type survives encode and parse", "[mesh]") {
   Events events = parse(encode(big), 0, 1u << 20);
   REQUIRE(events.frames.size() == 1);
   CHECK(events.frames[0].message == Message(big));
-  CHECK(round_trip(Join{std::string(255, 'x'), std::string(1024, 't')}) == Message(Join{std::string(255, 'x'), std::string(1024, 't')}));
+  CHECK(round_trip(Join{std::string(255, 'x'), std::string(1024, 't')}) ==
+        Message(Join{std::string(255, 'x'), std::string(1024, 't')}));
   CHECK(round_trip(Rejected{std::string(64, 'r'), std::string(1024, 'd')}) ==
         Message(Rejected{std::string(64, 'r'), std::string(1024, 'd')}));
 }
@@ -139,13 +142,12 @@ TEST_CASE("mesh: every message type survives encode and parse", "[mesh]") {
 TEST_CASE("mesh: the wire layout is the one in zctl-protocol(7)", "[mesh]") {
   // The man page's worked examples, byte for byte.
   CHECK(encode(Hello{1, 1, "ctrl2", "prod"}) == frame(1, hello_body("ctrl2", "prod")));
-  CHECK(encode(Hello{1, 1, "ctrl2", "prod"}) ==
-        std::string("\x5A\x43\x54\x4C\x01\x01\x00\x00\x00\x00\x00\x0F"
-                    "\x01\x01\x00\x05"
-                    "ctrl2"
-                    "\x00\x04"
-                    "prod",
-                    27));
+  CHECK(encode(Hello{1, 1, "ctrl2", "prod"}) == std::string("\x5A\x43\x54\x4C\x01\x01\x00\x00\x00\x00\x00\x0F"
+                                                            "\x01\x01\x00\x05"
+                                                            "ctrl2"
+                                                            "\x00\x04"
+                                                            "prod",
+                                                            27));
   CHECK(encode(Versions{{1}}) == std::string("ZCTL\x01\x06\x00\x00\x00\x00\x00\x02\x01\x01", 14));
   CHECK(encode(Heartbeat{3, 258}) == frame(7, u64(3) + u64(258)));
   CHECK(encode(Accepted{"a", {{"b", "c:1", "d:2", true}}}) ==
@@ -209,7 +211,8 @@ TEST_CASE("mesh: an unsupported version is refused at byte 4", "[mesh]") {
     CHECK(error_reply(r.error) == std::optional<Message>(Versions{{1}}));
   }
   // The encoded reply a client gets: a version-1 versions frame.
-  CHECK(encode(*error_reply(parse_error("ZCTL\x02"))) == std::string("ZCTL\x01\x06\x00\x00\x00\x00\x00\x02\x01\x01", 14));
+  CHECK(encode(*error_reply(parse_error("ZCTL\x02"))) ==
+        std::string("ZCTL\x01\x06\x00\x00\x00\x00\x00\x02\x01\x01", 14));
 }
 
 TEST_CASE("mesh: header fields are checked as soon as they are complete", "[mesh]") {
@@ -233,25 +236,29 @@ TEST_CASE("mesh: header fields are checked as soon as they are complete", "[mesh
     CHECK(parse_error(header(7, 16, 1, 0x8000) + u64(1) + u64(2)).offset == 6);
   }
   SECTION("length over the limit, before any body byte") {
+    // The limit counts the whole frame: 12 header bytes + the body.
     FrameParser parser(100);
-    const std::string too_large = header(7, 101);
+    const std::string too_large = header(7, 89);
     CHECK(parser.feed(too_large.substr(0, 11)).need_more());
     ParseResult r = parser.feed(too_large.substr(11));
     REQUIRE(r.failed());
     CHECK(r.error.error == ProtocolError::frame_too_large);
     CHECK(r.error.offset == 8);
-    CHECK(r.error.detail == "body length 101 exceeds the limit of 100");
+    CHECK(r.error.detail == "a frame of 101 bytes exceeds the limit of 100");
     CHECK(parser.bytes_consumed() == 12);
     auto reply = error_reply(r.error);
     REQUIRE(reply);
     CHECK(std::get<Rejected>(*reply).reason == "frame_too_large");
-    CHECK(std::get<Rejected>(*reply).detail == "offset 8: body length 101 exceeds the limit of 100");
+    CHECK(std::get<Rejected>(*reply).detail == "offset 8: a frame of 101 bytes exceeds the limit of 100");
 
     // Exactly the limit is fine: the parser waits for the body.
     FrameParser at_limit(100);
-    CHECK(at_limit.feed(header(7, 100)).need_more());
-    // The default limit, and a 4 GiB length, are refused from the header alone.
+    CHECK(at_limit.feed(header(7, 88)).need_more());
+    // A length field of max + 1, and a 4 GiB one, are refused from the header alone.
     CHECK(parse_error(header(4, kDefaultMaxFrameBytes + 1)).error == ProtocolError::frame_too_large);
+    CHECK(parse_error(header(4, kDefaultMaxFrameBytes - kHeaderBytes + 1)).error == ProtocolError::frame_too_large);
+    FrameParser default_limit;
+    CHECK(default_limit.feed(header(4, kDefaultMaxFrameBytes - kHeaderBytes)).need_more());
     CHECK(parse_error(header(4, UINT32_MAX)).offset == 8);
   }
 }
@@ -319,7 +326,8 @@ TEST_CASE("mesh: bodies are decoded exactly, with the offset of the bad field", 
     CHECK(parse_error(frame(1, hello_body() + std::string(2, '\0'))).offset == body + hello_body().size());
   }
   SECTION("ids with characters outside [A-Za-z0-9_.-]") {
-    for (const std::string& bad : std::vector<std::string>{"ctrl 2", "ctrl/2", "ctrl\xc3\xa9", std::string("a\0b", 3), ""}) {
+    for (const std::string& bad :
+         std::vector<std::string>{"ctrl 2", "ctrl/2", "ctrl\xc3\xa9", std::string("a\0b", 3), ""}) {
       FrameError e = parse_error(frame(1, hello_body("ctrl1", bad)));
       CHECK(e.error == ProtocolError::malformed_payload);
       CHECK(e.offset == body + 2 + 2 + 5);  // the cluster_id field
@@ -637,8 +645,8 @@ TEST_CASE("mesh: handshake refusals and decisions", "[mesh]") {
 }
 
 TEST_CASE("mesh: parser and handshake together, as a session uses them", "[mesh]") {
-  const std::string client = encode(Hello{1, 1, "ctrl2", "prod"}) + encode(Join{"10.0.0.2:6263", ""}) +
-                             encode(Heartbeat{1, 1});
+  const std::string client =
+      encode(Hello{1, 1, "ctrl2", "prod"}) + encode(Join{"10.0.0.2:6263", ""}) + encode(Heartbeat{1, 1});
   FrameParser parser;
   HandshakeMachine machine("ctrl1", "prod");
   std::vector<HandshakeOutcome::Kind> kinds;
@@ -651,7 +659,7 @@ TEST_CASE("mesh: parser and handshake together, as a session uses them", "[mesh]
     if (kinds.back() == HandshakeOutcome::Kind::decide) machine.accept({"ctrl1", {}});
   }
   CHECK(kinds == std::vector<HandshakeOutcome::Kind>{HandshakeOutcome::Kind::reply, HandshakeOutcome::Kind::decide,
-                                                      HandshakeOutcome::Kind::reply});
+                                                     HandshakeOutcome::Kind::reply});
   CHECK(parser.bytes_consumed() == client.size());
   CHECK_FALSE(parser.finish().has_value());
 }

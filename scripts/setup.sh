@@ -9,7 +9,7 @@ BUILD_PACKAGES=(
   libyaml-cpp-dev libspdlog-dev libfmt-dev rapidjson-dev libssl-dev libsystemd-dev
 )
 # Real peers and tools the test suite talks to.
-TEST_PACKAGES=(catch2 python3 curl prometheus groff-base bash-completion systemd)
+TEST_PACKAGES=(catch2 python3 curl prometheus groff-base bash-completion systemd clang-14 libclang-rt-14-dev)
 
 want=("${BUILD_PACKAGES[@]}")
 if [[ "${1:-}" == "--test" ]]; then

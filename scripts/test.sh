@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: install what is missing, build Release with warnings
 # as errors, run every test (unit, integration against real peers, docs),
-# then build and run the unit tests again under ASan+UBSan.
+# fuzz the mesh frame parser for a bounded time, then build and run the unit
+# and serve/watch tests again under ASan+UBSan.
 # Set ZCTL_SKIP_SANITIZE=1 to skip the sanitizer pass locally.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ start=$(date +%s)
 ZCTL_BUILD_DIR=build scripts/build.sh -DZCTL_WERROR=ON
 built=$(date +%s)
 (cd build && ctest --output-on-failure -j 2)
+# The mesh frame parser under libFuzzer (clang-14, ASan+UBSan), bounded.
+tests/fuzz/run_fuzz.sh "${ZCTL_FUZZ_SECONDS:-30}"
 tested=$(date +%s)
 echo "release build: $((built - start)) s, tests: $((tested - built)) s"
 

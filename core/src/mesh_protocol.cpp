@@ -520,13 +520,17 @@ std::optional<uint8_t> negotiate_version(uint8_t min_version, uint8_t max_versio
 
 FrameParser::FrameParser(uint32_t max_frame_bytes) : max_frame_bytes_(max_frame_bytes) {}
 
-ParseResult FrameParser::fail(size_t consumed, ProtocolError error, uint64_t offset, std::string detail) {
+bool FrameParser::fail(ProtocolError error, uint64_t offset, std::string detail) {
   failed_ = true;
   error_.error = error;
   error_.offset = offset;
   error_.detail = std::move(detail);
   // The version byte belongs to the failing frame only once it has arrived.
   error_.peer_version = header_have_ > 4 ? std::optional<uint8_t>(header_[4]) : std::nullopt;
+  return false;
+}
+
+ParseResult FrameParser::error_result(size_t consumed) const {
   ParseResult result;
   result.status = ParseResult::Status::error;
   result.consumed = consumed;
@@ -537,27 +541,26 @@ ParseResult FrameParser::fail(size_t consumed, ProtocolError error, uint64_t off
 // Called as each header byte arrives: a field is judged the moment it is
 // complete, so a peer speaking another protocol is refused on its first wrong
 // byte and an oversized length is refused before any body byte is kept.
-ParseResult FrameParser::check_header_byte(size_t index, size_t consumed) {
+bool FrameParser::check_header_byte(size_t index) {
   const uint8_t b = header_[index];
   const uint64_t at = frame_start_ + index;
   if (index < 4) {
     if (b != kMagic[index]) {
-      return fail(consumed, ProtocolError::bad_magic, at,
+      return fail(ProtocolError::bad_magic, at,
                   "byte " + hex_byte(b) + " where the magic \"ZCTL\" has " + hex_byte(kMagic[index]));
     }
   } else if (index == 4) {
     peer_version_ = b;
     if (std::find(kSupportedVersions.begin(), kSupportedVersions.end(), b) == kSupportedVersions.end()) {
-      return fail(consumed, ProtocolError::unsupported_version, at,
+      return fail(ProtocolError::unsupported_version, at,
                   "version " + std::to_string(b) + "; this node speaks " + version_list(kSupportedVersions));
     }
   } else if (index == 5) {
-    if (!known_type(b))
-      return fail(consumed, ProtocolError::malformed_payload, at, "unknown message type " + std::to_string(b));
+    if (!known_type(b)) return fail(ProtocolError::malformed_payload, at, "unknown message type " + std::to_string(b));
   } else if (index == 7) {
     const unsigned flags = static_cast<unsigned>(header_[6]) << 8 | header_[7];
     if (flags != 0) {
-      return fail(consumed, ProtocolError::malformed_payload, at - 1,
+      return fail(ProtocolError::malformed_payload, at - 1,
                   "flags " + std::to_string(flags) + "; version 1 defines none");
     }
   } else if (index == 11) {
@@ -565,18 +568,19 @@ ParseResult FrameParser::check_header_byte(size_t index, size_t consumed) {
                    static_cast<uint32_t>(header_[10]) << 8 | header_[11];
     const uint64_t frame_bytes = uint64_t{kHeaderBytes} + body_length_;
     if (frame_bytes > max_frame_bytes_) {
-      return fail(consumed, ProtocolError::frame_too_large, at - 3,
+      return fail(ProtocolError::frame_too_large, at - 3,
                   "a frame of " + std::to_string(frame_bytes) + " bytes exceeds the limit of " +
                       std::to_string(max_frame_bytes_));
     }
   }
-  return {};
+  return true;
 }
 
 ParseResult FrameParser::finish_frame(std::string_view body, size_t consumed) {
   ParseResult result;
   if (!decode_body(header_[5], body, frame_start_ + kHeaderBytes, result.frame.message, error_)) {
-    return fail(consumed, error_.error, error_.offset, std::move(error_.detail));
+    fail(error_.error, error_.offset, std::move(error_.detail));
+    return error_result(consumed);
   }
   result.status = ParseResult::Status::frame;
   result.consumed = consumed;
@@ -590,12 +594,7 @@ ParseResult FrameParser::finish_frame(std::string_view body, size_t consumed) {
 }
 
 ParseResult FrameParser::feed(std::string_view input) {
-  if (failed_) {
-    ParseResult result;
-    result.status = ParseResult::Status::error;
-    result.error = error_;
-    return result;
-  }
+  if (failed_) return error_result(0);
   size_t used = 0;
   while (header_have_ < kHeaderBytes) {
     if (used == input.size()) {
@@ -606,8 +605,7 @@ ParseResult FrameParser::feed(std::string_view input) {
     if (header_have_ == 0) frame_start_ = consumed_;
     header_[header_have_] = static_cast<uint8_t>(input[used++]);
     ++consumed_;
-    ParseResult checked = check_header_byte(header_have_++, used);
-    if (checked.failed()) return checked;
+    if (!check_header_byte(header_have_++)) return error_result(used);
   }
 
   const size_t available = input.size() - used;
@@ -641,7 +639,7 @@ std::optional<FrameError> FrameParser::finish() {
                                  std::to_string(kHeaderBytes) + " header bytes"
                            : "the peer closed the connection after " + std::to_string(body_.size()) + " of the " +
                                  std::to_string(body_length_) + " body bytes";
-  fail(0, ProtocolError::truncated, frame_start_, std::move(detail));
+  fail(ProtocolError::truncated, frame_start_, std::move(detail));
   return error_;
 }
 
@@ -678,7 +676,7 @@ std::string_view HandshakeMachine::pending_step() const {
   return {};
 }
 
-HandshakeOutcome HandshakeMachine::fail(ProtocolError error, uint64_t offset, std::string detail) {
+HandshakeOutcome HandshakeMachine::fail(ProtocolError error, const Frame& frame, uint64_t offset, std::string detail) {
   state_ = State::closed;
   HandshakeOutcome outcome;
   outcome.kind = HandshakeOutcome::Kind::protocol_error;
@@ -686,7 +684,7 @@ HandshakeOutcome HandshakeMachine::fail(ProtocolError error, uint64_t offset, st
   frame_error.error = error;
   frame_error.offset = offset;
   frame_error.detail = std::move(detail);
-  frame_error.peer_version = version_;
+  frame_error.peer_version = frame.version;
   if (error == ProtocolError::unsupported_version) {
     outcome.reply = Versions{supported_};
   } else {
@@ -700,16 +698,14 @@ HandshakeOutcome HandshakeMachine::on_frame(const Frame& frame) {
   const MessageType type = type_of(frame.message);
   const uint64_t type_at = frame.offset + 5;
   const auto unexpected = [&](std::string_view expected) {
-    return fail(ProtocolError::unexpected_message, type_at,
-                "a " + std::string(to_string(type)) + " frame " + std::string(expected));
+    return fail(ProtocolError::unexpected_message, frame, type_at,
+                std::string(to_string(type)) + " frame " + std::string(expected));
   };
   if (state_ == State::closed) return unexpected("after the session ended");
   if (version_ && frame.version != *version_) {
-    HandshakeOutcome outcome = fail(ProtocolError::unsupported_version, frame.offset + 4,
-                                    "a version " + std::to_string(frame.version) +
-                                        " frame on a session that negotiated version " + std::to_string(*version_));
-    outcome.error->peer_version = frame.version;
-    return outcome;
+    return fail(ProtocolError::unsupported_version, frame, frame.offset + 4,
+                "a version " + std::to_string(frame.version) + " frame on a session that negotiated version " +
+                    std::to_string(*version_));
   }
 
   HandshakeOutcome outcome;
@@ -720,12 +716,9 @@ HandshakeOutcome HandshakeMachine::on_frame(const Frame& frame) {
       peer_node_id_ = hello->node_id;
       const std::optional<uint8_t> version = negotiate_version(hello->min_version, hello->max_version, supported_);
       if (!version) {
-        HandshakeOutcome failed =
-            fail(ProtocolError::unsupported_version, frame.offset + kHeaderBytes,
-                 "the peer speaks versions " + std::to_string(hello->min_version) + " to " +
-                     std::to_string(hello->max_version) + "; this node speaks " + version_list(supported_));
-        failed.error->peer_version = frame.version;
-        return failed;
+        return fail(ProtocolError::unsupported_version, frame, frame.offset + kHeaderBytes,
+                    "the peer speaks versions " + std::to_string(hello->min_version) + " to " +
+                        std::to_string(hello->max_version) + "; this node speaks " + version_list(supported_));
       }
       if (hello->cluster_id != cluster_id_) {
         outcome.kind = HandshakeOutcome::Kind::rejected;
@@ -745,7 +738,7 @@ HandshakeOutcome HandshakeMachine::on_frame(const Frame& frame) {
       return outcome;
     }
     case State::awaiting_join: {
-      Join const* join = std::get_if<Join>(&frame.message);
+      const Join* join = std::get_if<Join>(&frame.message);
       if (join == nullptr) return unexpected("where a join was expected");
       join_ = *join;
       state_ = State::awaiting_membership;

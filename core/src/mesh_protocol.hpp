@@ -223,8 +223,9 @@ class FrameParser {
   uint32_t max_frame_bytes() const { return max_frame_bytes_; }
 
  private:
-  ParseResult fail(size_t consumed, ProtocolError error, uint64_t offset, std::string detail);
-  ParseResult check_header_byte(size_t index, size_t consumed);
+  bool fail(ProtocolError error, uint64_t offset, std::string detail);  // always false
+  ParseResult error_result(size_t consumed) const;
+  bool check_header_byte(size_t index);
   ParseResult finish_frame(std::string_view body, size_t consumed);
 
   uint32_t max_frame_bytes_;
@@ -293,7 +294,7 @@ class HandshakeMachine {
   const Join& join() const { return join_; }                            // valid from awaiting_membership
 
  private:
-  HandshakeOutcome fail(ProtocolError error, uint64_t offset, std::string detail);
+  HandshakeOutcome fail(ProtocolError error, const Frame& frame, uint64_t offset, std::string detail);
 
   std::string local_node_id_;
   std::string cluster_id_;

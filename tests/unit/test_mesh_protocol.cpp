@@ -514,6 +514,7 @@ TEST_CASE("mesh: handshake messages out of order are unexpected_message", "[mesh
     REQUIRE(o.error);
     CHECK(o.error->error == ProtocolError::unexpected_message);
     CHECK(o.error->offset == offset + 5);  // the type byte
+    CHECK(o.error->peer_version == 1);
     REQUIRE(o.reply);
     CHECK(std::get<Rejected>(*o.reply).reason == "unexpected_message");
     CHECK(m.state() == HandshakeMachine::State::closed);
@@ -522,8 +523,8 @@ TEST_CASE("mesh: handshake messages out of order are unexpected_message", "[mesh
   SECTION("join before hello") {
     HandshakeMachine m("ctrl1", "prod");
     const HandshakeOutcome o = expect_unexpected(m, Join{"a:1", ""}, 0);
-    CHECK(o.error->detail == "a join frame where a hello was expected");
-    CHECK(std::get<Rejected>(*o.reply).detail == "offset 5: a join frame where a hello was expected");
+    CHECK(o.error->detail == "join frame where a hello was expected");
+    CHECK(std::get<Rejected>(*o.reply).detail == "offset 5: join frame where a hello was expected");
   }
   SECTION("heartbeat before hello") {
     HandshakeMachine m("ctrl1", "prod");

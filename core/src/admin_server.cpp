@@ -180,7 +180,7 @@ struct AdminServer::Session : std::enable_shared_from_this<AdminServer::Session>
 AdminServer::AdminServer(asio::io_context& io, Journal& journal, MetricsRegistry& metrics, const SinkHost& sinks,
                          std::function<Readiness()> readiness, std::string bearer_token)
     : io_(io), journal_(journal), metrics_(metrics), sinks_(sinks), readiness_(std::move(readiness)),
-      bearer_token_(std::move(bearer_token)), acceptor_(io) {}
+      bearer_token_(std::move(bearer_token)), acceptor_(io), accept_retry_(io) {}
 
 AdminServer::~AdminServer() = default;
 
@@ -213,7 +213,14 @@ void AdminServer::accept_loop() {
         asio::co_spawn(io_, session->run(), [this, session](std::exception_ptr) { sessions_.erase(session); });
       }
     } else {
-      log_warn("admin API: accept failed: " + ec.message());
+      // Out of descriptors (EMFILE) fails again at once: pause instead of
+      // spinning, and let closing connections free some.
+      log_warn("admin API: accept failed: " + ec.message() + "; retrying in 100 ms");
+      accept_retry_.expires_after(std::chrono::milliseconds(100));
+      accept_retry_.async_wait([this](boost::system::error_code wait_ec) {
+        if (!wait_ec && !stopped_) accept_loop();
+      });
+      return;
     }
     accept_loop();
   });
@@ -233,6 +240,7 @@ void AdminServer::stop() {
   stopped_ = true;
   boost::system::error_code ec;
   acceptor_.close(ec);
+  accept_retry_.cancel();
   for (auto* waiter : stream_waiters_) waiter->cancel();
   for (const auto& session : sessions_) session->stream.socket().close(ec);
 }
@@ -255,7 +263,7 @@ Response AdminServer::Session::handle(const Request& req) {
   const std::string_view target(req.target().data(), req.target().size());
   const std::string_view path = target.substr(0, target.find('?'));
   if (path == "/healthz") {
-    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+    if (req.method() != http::verb::get) {
       return error_response(req, http::status::method_not_allowed, "method_not_allowed", "use GET");
     }
     return json_response(req, http::status::ok, R"({"status":"serving"})");
@@ -402,6 +410,9 @@ asio::awaitable<void> AdminServer::Session::serve_events(const Request& req) {
       if (batch.size() == kStreamReadChunk) continue;  // more is waiting
     }
     if (!batch.empty()) continue;
+    // A wake-up posted while we were writing cancelled nothing; look again
+    // before sleeping (the io thread is single, so this cannot race).
+    if (journal.newest_seq() >= next) continue;
     waiter.expires_after(kStreamKeepalive);
     boost::system::error_code ec;
     co_await waiter.async_wait(asio::redirect_error(asio::use_awaitable, ec));

@@ -62,6 +62,7 @@ class AdminServer : public EventConsumer {
   std::function<Readiness()> readiness_;
   std::string bearer_token_;
   boost::asio::ip::tcp::acceptor acceptor_;
+  boost::asio::steady_timer accept_retry_;
   std::atomic<bool> wake_posted_{false};
   bool stopped_ = false;
   // Live sessions and event streams, touched only on the io thread.

@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <thread>
+#include <utility>
 
 #include "admin_server.hpp"
 #include "service_notify.hpp"
@@ -92,7 +94,9 @@ struct Engine::Services {
   std::unique_ptr<DataDirLock> data_dir_lock;
   std::unique_ptr<SeqStore> seq;
   std::unique_ptr<Journal> journal;
-  MetricsRegistry metrics;
+  // Heap-held so that a sink worker abandoned inside a hung plugin (which
+  // still updates its metrics) can be left a live registry at exit.
+  std::unique_ptr<MetricsRegistry> metrics = std::make_unique<MetricsRegistry>();
   std::unique_ptr<EventBus> bus;
   std::unique_ptr<PluginHost> plugins;
   std::unique_ptr<SinkHost> sinks;
@@ -105,6 +109,14 @@ struct Engine::Services {
   void finish_shutdown();
   void reload();
   void wait_for_signals();
+  void start_reload();  // io thread
+
+  // SIGHUP reloads run here, off the io thread, so loading or stopping
+  // sinks never stalls the admin API; one at a time, a second request
+  // queued while one runs.
+  std::thread reload_thread;
+  bool reload_running = false;  // io thread only
+  bool reload_queued = false;   // io thread only
 };
 
 void Engine::Services::start() {
@@ -124,11 +136,11 @@ void Engine::Services::start() {
              " (numbers reserved by the previous run are skipped, never reused)");
   }
   journal = std::make_unique<Journal>(config.events.journal_size);
-  metrics.gauge("controller_build_info", "Build information; always 1.", {"version"}).with({ZCTL_VERSION}).set(1);
-  bus = std::make_unique<EventBus>(config.node.id, *seq, *journal, metrics);
+  metrics->gauge("controller_build_info", "Build information; always 1.", {"version"}).with({ZCTL_VERSION}).set(1);
+  bus = std::make_unique<EventBus>(config.node.id, *seq, *journal, *metrics);
 
   plugins = std::make_unique<PluginHost>(config.plugins.path);
-  sinks = std::make_unique<SinkHost>(*plugins, metrics, *bus);
+  sinks = std::make_unique<SinkHost>(*plugins, *metrics, *bus);
   try {
     sinks->start(config.sinks);
   } catch (const SinkSetupError& e) {
@@ -142,7 +154,7 @@ void Engine::Services::start() {
   }
   const std::string token = config.admin.token_file.empty() ? std::string() : read_token_file(config.admin.token_file);
   admin = std::make_unique<AdminServer>(
-      io, *journal, metrics, *sinks,
+      io, *journal, *metrics, *sinks,
       [] { return Readiness{true, "single node: serving; the cluster engine is not part of this build"}; }, token);
   try {
     admin->listen(config.admin.listen);
@@ -166,6 +178,10 @@ void Engine::Services::start() {
                                          .add("admin", admin->local_address())
                                          .add("dataDir", config.node.data_dir));
   info.first_seq = started->seq;
+  // Handlers exist before READY=1, so a SIGHUP or SIGTERM right after it is
+  // handled, not fatal.
+  signals.emplace(io, SIGINT, SIGTERM, SIGHUP);
+  wait_for_signals();
   notify_ready("serving: admin API " + admin->local_address() + ", " + std::to_string(config.sinks.size()) +
                " sink(s)");
 }
@@ -174,13 +190,34 @@ void Engine::Services::wait_for_signals() {
   signals->async_wait([this](const boost::system::error_code& ec, int signal) {
     if (ec) return;
     if (signal == SIGHUP) {
-      reload();
+      start_reload();
       wait_for_signals();
       return;
     }
     const char* name = signal == SIGINT ? "SIGINT" : "SIGTERM";
     log_info(std::string("received ") + name + ", stopping");
     begin_shutdown(name);
+  });
+}
+
+void Engine::Services::start_reload() {
+  if (stopping) return;
+  if (reload_running) {
+    reload_queued = true;
+    return;
+  }
+  if (reload_thread.joinable()) reload_thread.join();  // the previous one has finished
+  reload_running = true;
+  reload_thread = std::thread([this] {
+    try {
+      reload();
+    } catch (const std::exception& e) {
+      log_error(std::string("reload failed: ") + e.what());
+    }
+    asio::post(io, [this] {
+      reload_running = false;
+      if (std::exchange(reload_queued, false)) start_reload();
+    });
   });
 }
 
@@ -218,16 +255,29 @@ void Engine::Services::begin_shutdown(std::string_view reason) {
 }
 
 void Engine::Services::finish_shutdown() {
+  if (reload_thread.joinable()) reload_thread.join();
+  signals.reset();
   if (admin_attached) {
     bus->detach(admin.get());
     admin_attached = false;
   }
-  if (admin) admin->stop();
+  if (admin) {
+    admin->stop();
+    // Let the closed sessions' handlers finish while the server they refer
+    // to is alive (run() may have ended by an exception, not by running out).
+    io.restart();
+    while (io.poll() > 0) {
+    }
+  }
   if (sinks_attached) {
     bus->detach(sinks.get());
     sinks_attached = false;
   }
-  if (sinks) sinks->stop(kSinkDrainDeadline);
+  if (sinks && !sinks->stop(kSinkDrainDeadline) && metrics) {
+    // An abandoned worker thread still holds pointers into the registry.
+    log_error("leaving the metrics registry to the abandoned sink worker(s) until exit");
+    (void)metrics.release();
+  }
   if (seq) {
     try {
       seq->close();
@@ -259,8 +309,6 @@ const EngineInfo& Engine::info() const { return services_->info; }
 
 void Engine::run() {
   Services& s = *services_;
-  s.signals.emplace(s.io, SIGINT, SIGTERM, SIGHUP);
-  s.wait_for_signals();
   s.io.run();
   s.finish_shutdown();
 }
@@ -270,7 +318,7 @@ void Engine::request_stop() {
 }
 
 void Engine::request_reload() {
-  asio::post(services_->io, [s = services_.get()] { s->reload(); });
+  asio::post(services_->io, [s = services_.get()] { s->start_reload(); });
 }
 
 }  // namespace zctl

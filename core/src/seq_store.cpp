@@ -55,8 +55,10 @@ SeqStore::~SeqStore() {
 
 uint64_t SeqStore::next() {
   if (next_ > reserved_) {
-    reserved_ += block_;
-    write_state(reserved_, false);
+    // Durable first: memory never claims a reservation the disk lacks.
+    const uint64_t reserved = reserved_ + block_;
+    write_state(reserved, false);
+    reserved_ = reserved;
   }
   return next_++;
 }
@@ -81,6 +83,15 @@ void SeqStore::write_state(uint64_t reserved, bool clean) {
   ::close(fd);
   if (!written) throw io_error("cannot write", tmp);
   if (::rename(tmp.c_str(), path_.c_str()) != 0) throw io_error("cannot rename to", path_);
+  // The rename is durable only once the directory is: without this a power
+  // loss can bring back an older state and numbers would be reused.
+  const auto slash = path_.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : path_.substr(0, slash == 0 ? 1 : slash);
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd < 0) throw io_error("cannot open directory", dir);
+  const bool synced = ::fsync(dir_fd) == 0;
+  ::close(dir_fd);
+  if (!synced) throw io_error("cannot sync directory", dir);
 }
 
 }  // namespace zctl

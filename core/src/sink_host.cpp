@@ -30,8 +30,8 @@ std::shared_ptr<LoadedPlugin> load_and_validate(const PluginHost& plugins, const
   }
   err[sizeof err - 1] = '\0';
   if (rc != ZCTL_SINK_OK) {
-    throw SinkSetupError("sink '" + config.name + "' (plugin " + config.plugin + "): invalid config: " +
-                         (err[0] ? err : "rejected without a reason"));
+    throw SinkSetupError("sink '" + config.name + "' (plugin " + config.plugin +
+                         "): invalid config: " + (err[0] ? err : "rejected without a reason"));
   }
   return plugin;
 }
@@ -116,10 +116,10 @@ std::vector<std::string> SinkHost::reload(const std::vector<SinkConfig>& sinks) 
   return errors;
 }
 
-void SinkHost::stop(Duration drain_deadline) {
+bool SinkHost::stop(Duration drain_deadline) {
   {
     std::lock_guard lock(supervisor_mutex_);
-    if (stopping_ && !supervisor_.joinable()) return;
+    if (stopping_ && !supervisor_.joinable()) return all_stopped_;
     stopping_ = true;
   }
   supervisor_wake_.notify_all();
@@ -131,7 +131,8 @@ void SinkHost::stop(Duration drain_deadline) {
   }
   // Stop all at once so the deadline is shared, not multiplied.
   const auto deadline = SinkWorker::Clock::now() + drain_deadline;
-  for (auto& worker : workers) worker->stop(deadline);
+  for (auto& worker : workers) all_stopped_ = worker->stop(deadline) && all_stopped_;
+  return all_stopped_;
 }
 
 void SinkHost::supervise() {
@@ -145,25 +146,32 @@ void SinkHost::supervise() {
       workers = workers_;
     }
     const auto now = SinkWorker::Clock::now();
-    for (auto& worker : workers) {
-      SinkReport report = worker->take_report(now);
-      // Emitting here, not on the worker, keeps a worker from ever waiting
-      // on the bus while a producer waits on that worker's queue.
-      if (report.became_unhealthy) {
-        log_warn("sink " + worker->name() + " is unhealthy: " + *report.became_unhealthy);
-        bus_.emit("sink", "unhealthy",
-                  EventFields().add("sink", worker->name()).add("reason", *report.became_unhealthy));
-      }
-      if (report.recovered) {
-        log_info("sink " + worker->name() + " recovered");
-        bus_.emit("sink", "recovered", EventFields().add("sink", worker->name()));
-      }
-      for (const auto& [reason, count] : report.dropped) {
-        bus_.emit("sink", "dropped",
-                  EventFields().add("sink", worker->name()).add("reason", reason).add("count", count));
-      }
+    try {
+      announce(workers, now);
+    } catch (const std::exception& e) {
+      // The only thread-level boundary here: log, keep supervising.
+      log_error(std::string("sink supervisor: ") + e.what());
     }
     lock.lock();
+  }
+}
+
+void SinkHost::announce(const std::vector<std::shared_ptr<SinkWorker>>& workers, SinkWorker::Clock::time_point now) {
+  for (auto& worker : workers) {
+    SinkReport report = worker->take_report(now);
+    // Emitting here, not on the worker, keeps a worker from ever waiting
+    // on the bus while a producer waits on that worker's queue.
+    if (report.became_unhealthy) {
+      log_warn("sink " + worker->name() + " is unhealthy: " + *report.became_unhealthy);
+      bus_.emit("sink", "unhealthy", EventFields().add("sink", worker->name()).add("reason", *report.became_unhealthy));
+    }
+    if (report.recovered) {
+      log_info("sink " + worker->name() + " recovered");
+      bus_.emit("sink", "recovered", EventFields().add("sink", worker->name()));
+    }
+    for (const auto& [reason, count] : report.dropped) {
+      bus_.emit("sink", "dropped", EventFields().add("sink", worker->name()).add("reason", reason).add("count", count));
+    }
   }
 }
 

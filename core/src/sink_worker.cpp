@@ -114,6 +114,8 @@ struct SinkWorker::State {
   uint64_t next_batch_id = 1;
   uint32_t consecutive_failures = 0;
   Clock::time_point last_health_check = Clock::now();
+  Clock::time_point next_create_attempt{};
+  uint32_t create_failures = 0;
   std::mt19937_64 rng{std::random_device{}()};
 
   // --- atomics read by the supervisor ---
@@ -256,10 +258,30 @@ struct SinkWorker::State {
 
   // Sleeps until `until` unless stopping with a deadline that comes first.
   // Returns false when the deadline passed (give up).
+  // Wakes early for a reconfiguration (SIGHUP), so a sink stuck retrying
+  // can be fixed; the limit is re-read on every wake because stop() may set
+  // the deadline while we sleep.
   bool sleep_until(Clock::time_point until) {
     std::unique_lock lock(mutex);
-    work_ready.wait_until(lock, std::min(until, deadline), [&] { return Clock::now() >= std::min(until, deadline); });
+    for (;;) {
+      const auto limit = std::min(until, deadline);
+      if (Clock::now() >= limit || replacement.has_value() || reopen_requested) break;
+      work_ready.wait_until(lock, limit);
+    }
     return Clock::now() < deadline;
+  }
+
+  // Applies a pending SIGHUP reconfiguration between delivery attempts.
+  void apply_pending_control() {
+    std::optional<std::pair<SinkConfig, std::shared_ptr<LoadedPlugin>>> swap;
+    bool reopen;
+    {
+      std::lock_guard lock(mutex);
+      swap.swap(replacement);
+      reopen = std::exchange(reopen_requested, false);
+    }
+    if (swap) apply_replacement(std::move(swap->first), std::move(swap->second));
+    if (reopen) reopen_instance();
   }
 
   // Delivers one batch with retries. Returns when it is delivered, rejected,
@@ -317,6 +339,7 @@ struct SinkWorker::State {
         log_error("sink " + name + ": shutting down with " + std::to_string(n) + " undelivered event(s) in flight");
         return;
       }
+      apply_pending_control();  // the batch is retried with the new config
     }
   }
 
@@ -344,9 +367,15 @@ struct SinkWorker::State {
     if (rc == ZCTL_SINK_PENDING && (d.capabilities & ZCTL_SINK_CAP_ASYNC_COMPLETION)) {
       std::unique_lock lock(mutex);
       const auto timeout = Clock::now() + config.call_timeout;
-      if (!completion_ready.wait_until(lock, timeout, [&] { return completion_result.has_value(); })) {
+      for (;;) {  // re-reads the stop deadline on every wake
+        const auto limit = std::min(timeout, deadline);
+        if (completion_result.has_value() || Clock::now() >= limit) break;
+        completion_ready.wait_until(lock, limit);
+      }
+      if (!completion_result) {
         awaited_batch = 0;  // a late completion is ignored, the batch is retried
-        reason = "no completion within " + format_duration(config.call_timeout);
+        reason = Clock::now() >= deadline ? std::string("stopping before the plugin completed the batch")
+                                          : "no completion within " + format_duration(config.call_timeout);
         return ZCTL_SINK_RETRY;
       }
       awaited_batch = 0;
@@ -378,9 +407,26 @@ struct SinkWorker::State {
     return rc;
   }
 
-  void check_health_when_idle() {
+  // While idle: keep trying a create that failed transiently (with backoff),
+  // and ask a live instance for its health now and then.
+  void tend_when_idle() {
+    if (!instance) {
+      if (Clock::now() < next_create_attempt) return;
+      std::string error;
+      const bool created = create_instance(error) == ZCTL_SINK_OK;
+      next_create_attempt = Clock::now() + backoff(created ? 1 : ++create_failures, 0);
+      std::lock_guard lock(mutex);
+      if (created) {
+        create_failures = 0;
+        log_info("sink " + name + ": plugin instance created");
+        set_health(true, {});
+      } else if (healthy) {
+        set_health(false, error);
+      }
+      return;
+    }
     const auto& d = plugin->descriptor();
-    if (!instance || !d.health || Clock::now() - last_health_check < kHealthCheckInterval) return;
+    if (!d.health || Clock::now() - last_health_check < kHealthCheckInterval) return;
     last_health_check = Clock::now();
     char reason[kReasonCap] = {};
     zctl_sink_status status{sizeof(zctl_sink_status), 0, reason, sizeof reason, 0};
@@ -429,8 +475,6 @@ struct SinkWorker::State {
     std::deque<EventPtr> batch;
     bool busy = false;  // the last round delivered something
     for (;;) {
-      std::optional<std::pair<SinkConfig, std::shared_ptr<LoadedPlugin>>> swap;
-      bool reopen = false;
       {
         std::unique_lock lock(mutex);
         const auto has_work = [&] { return !queue.empty() || stopping || reopen_requested || replacement.has_value(); };
@@ -446,8 +490,6 @@ struct SinkWorker::State {
           }
         }
         if (stopping && (queue.empty() || Clock::now() >= deadline)) break;
-        swap.swap(replacement);
-        reopen = std::exchange(reopen_requested, false);
         const size_t take = std::min<size_t>(queue.size(), std::max<uint32_t>(config.queue.batch_max, 1));
         if (take == queue.size()) {
           batch.swap(queue);  // O(1): producers wait on this lock
@@ -463,14 +505,13 @@ struct SinkWorker::State {
         }
         if (take > 0 && blocked_producers > 0) space_ready.notify_all();
       }
-      if (swap) apply_replacement(std::move(swap->first), std::move(swap->second));
-      if (reopen) reopen_instance();
+      apply_pending_control();
       busy = !batch.empty();
       if (busy) {
         deliver(batch);
         batch.clear();  // outside the lock: releasing events is not free
       } else {
-        check_health_when_idle();
+        tend_when_idle();
       }
     }
     std::lock_guard lock(mutex);

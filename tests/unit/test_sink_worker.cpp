@@ -359,3 +359,48 @@ TEST_CASE("stop drains the queue before destroying the instance", "[sink]") {
   CHECK(worker.stop(SinkWorker::Clock::now() + 5s));
   CHECK(script.seqs().size() == 50);
 }
+
+TEST_CASE("a reconfiguration reaches a sink stuck retrying, and the batch goes to the new instance", "[sink]") {
+  FakeScript broken, fixed;
+  broken.then = ZCTL_SINK_RETRY;
+  MetricsRegistry metrics;
+  SinkConfig config = fast_config(broken);
+  config.retry.initial = 10s;  // the worker sleeps in backoff when the reload comes
+  config.retry.max = 10s;
+  SinkWorker worker(config, fake_plugin(), metrics);
+  worker.start();
+  worker.offer(make_event(1));
+  REQUIRE(eventually([&] { return broken.emit_calls == 1; }));
+  worker.replace(fast_config(fixed), fake_plugin());
+  REQUIRE(eventually([&] { return fixed.seqs() == std::vector<uint64_t>{1}; }, 2s));
+}
+
+TEST_CASE("stop honours its deadline while the worker sleeps in backoff", "[sink]") {
+  FakeScript script;
+  script.then = ZCTL_SINK_RETRY;
+  MetricsRegistry metrics;
+  SinkConfig config = fast_config(script);
+  config.retry.initial = 30s;
+  config.retry.max = 30s;
+  SinkWorker worker(config, fake_plugin(), metrics);
+  worker.start();
+  worker.offer(make_event(1));
+  REQUIRE(eventually([&] { return script.emit_calls == 1; }));
+  const auto start = std::chrono::steady_clock::now();
+  CHECK(worker.stop(SinkWorker::Clock::now() + 100ms));  // stopped, not abandoned
+  CHECK(std::chrono::steady_clock::now() - start < 1s);
+  CHECK(dropped_for(report_later(worker), "shutdown") == 1);
+}
+
+TEST_CASE("an idle sink keeps retrying a create that failed transiently", "[sink]") {
+  FakeScript script;
+  script.create_result = ZCTL_SINK_RETRY;
+  MetricsRegistry metrics;
+  SinkConfig config = fast_config(script);
+  SinkWorker worker(config, fake_plugin(), metrics);
+  worker.start();
+  CHECK_FALSE(worker.up());
+  REQUIRE(eventually([&] { return script.create_calls >= 2; }, 5s));  // no event needed
+  script.create_result = ZCTL_SINK_OK;
+  REQUIRE(eventually([&] { return worker.up(); }, 5s));
+}

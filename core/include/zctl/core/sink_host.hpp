@@ -12,6 +12,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <shared_mutex>
@@ -64,13 +65,16 @@ class SinkHost : public EventConsumer {
   std::vector<std::string> reload(const std::vector<SinkConfig>& sinks);
 
   // Drains queues until `deadline` passes, flushes and destroys instances.
-  void stop(Duration drain_deadline);
+  // Returns false when a worker stuck inside its plugin had to be abandoned:
+  // its thread still uses the MetricsRegistry, which must then outlive this.
+  bool stop(Duration drain_deadline);
 
   std::vector<SinkStatus> status() const;
 
  private:
   std::shared_ptr<SinkWorker> make_worker(const SinkConfig& config);
   void supervise();
+  void announce(const std::vector<std::shared_ptr<SinkWorker>>& workers, std::chrono::steady_clock::time_point now);
 
   const PluginHost& plugins_;
   MetricsRegistry& metrics_;
@@ -80,6 +84,7 @@ class SinkHost : public EventConsumer {
   std::mutex supervisor_mutex_;
   std::condition_variable supervisor_wake_;
   bool stopping_ = false;
+  bool all_stopped_ = true;
   std::thread supervisor_;
 };
 

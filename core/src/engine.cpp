@@ -69,6 +69,14 @@ class DataDirLock {
   int fd_ = -1;
 };
 
+// Registries still used by sink workers abandoned inside a hung plugin:
+// kept until the process exits, reachable (so leak checkers see them as
+// kept on purpose), and never destroyed under those threads.
+std::vector<std::unique_ptr<MetricsRegistry>>& registries_kept_for_abandoned_workers() {
+  static auto* kept = new std::vector<std::unique_ptr<MetricsRegistry>>();
+  return *kept;
+}
+
 std::string read_token_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw StartupError(kExitConfig, "admin.token_file " + path + ": " + std::strerror(errno));
@@ -276,7 +284,7 @@ void Engine::Services::finish_shutdown() {
   if (sinks && !sinks->stop(kSinkDrainDeadline) && metrics) {
     // An abandoned worker thread still holds pointers into the registry.
     log_error("leaving the metrics registry to the abandoned sink worker(s) until exit");
-    (void)metrics.release();
+    registries_kept_for_abandoned_workers().push_back(std::move(metrics));
   }
   if (seq) {
     try {

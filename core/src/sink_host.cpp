@@ -131,7 +131,8 @@ bool SinkHost::stop(Duration drain_deadline) {
   }
   // Stop all at once so the deadline is shared, not multiplied.
   const auto deadline = SinkWorker::Clock::now() + drain_deadline;
-  for (auto& worker : workers) all_stopped_ = worker->stop(deadline) && all_stopped_;
+  for (auto& worker : workers) worker->request_stop(deadline);
+  for (auto& worker : workers) all_stopped_ = worker->wait_stopped(deadline + SinkWorker::kStopGrace) && all_stopped_;
   return all_stopped_;
 }
 

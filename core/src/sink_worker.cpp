@@ -639,19 +639,19 @@ void SinkWorker::replace(SinkConfig config, std::shared_ptr<LoadedPlugin> plugin
   state_->work_ready.notify_one();
 }
 
-bool SinkWorker::stop(Clock::time_point deadline) {
+void SinkWorker::request_stop(Clock::time_point deadline) {
   State& s = *state_;
-  {
-    std::lock_guard lock(s.mutex);
-    s.stopping = true;
-    s.deadline = deadline;
-    s.work_ready.notify_all();
-    s.space_ready.notify_all();
-    s.completion_ready.notify_all();
-  }
+  std::lock_guard lock(s.mutex);
+  s.stopping = true;
+  s.deadline = deadline;
+  s.work_ready.notify_all();
+  s.space_ready.notify_all();
+  s.completion_ready.notify_all();
+}
+
+bool SinkWorker::wait_stopped(Clock::time_point give_up) {
+  State& s = *state_;
   if (!thread_.joinable()) return true;
-  // Give a plugin call in progress a little past the deadline to return.
-  const auto give_up = deadline + std::chrono::seconds(2);
   while (!s.finished && Clock::now() < give_up) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   if (!s.finished) {
     log_error("sink " + s.name + ": plugin call '" + std::string(s.call_name.load()) +
@@ -661,6 +661,11 @@ bool SinkWorker::stop(Clock::time_point deadline) {
   }
   thread_.join();
   return true;
+}
+
+bool SinkWorker::stop(Clock::time_point deadline) {
+  request_stop(deadline);
+  return wait_stopped(deadline + kStopGrace);
 }
 
 SinkReport SinkWorker::take_report(Clock::time_point now) {

@@ -56,6 +56,11 @@ class SinkWorker {
   // Drains until the deadline, then flushes and destroys the instance.
   // Returns false when the worker was stuck in the plugin and was abandoned.
   bool stop(Clock::time_point deadline);
+  // The two halves of stop(), so several workers drain at the same time.
+  void request_stop(Clock::time_point deadline);
+  bool wait_stopped(Clock::time_point give_up);
+  // How long past the drain deadline a plugin call in progress may take.
+  static constexpr auto kStopGrace = std::chrono::seconds(2);
 
   SinkReport take_report(Clock::time_point now);
 

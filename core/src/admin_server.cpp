@@ -16,7 +16,7 @@
 
 #include "zctl/core/detail/json_text.hpp"
 #include "net_address.hpp"
-#include "sink_worker.hpp"
+#include "event_filter.hpp"
 #include "zctl/core/journal.hpp"
 #include "zctl/core/log.hpp"
 #include "zctl/core/metrics.hpp"
@@ -81,15 +81,6 @@ Response error_response(const Request& req, http::status status, std::string_vie
 bool token_matches(std::string_view given, const std::string& expected) {
   // Constant time in the token's content; only the length can leak.
   return given.size() == expected.size() && CRYPTO_memcmp(given.data(), expected.data(), given.size()) == 0;
-}
-
-bool event_matches(const EventStreamQuery& q, const Event& e) {
-  if (!q.namespaces.empty() &&
-      std::find(q.namespaces.begin(), q.namespaces.end(), e.event_namespace) == q.namespaces.end()) {
-    return false;
-  }
-  if (q.types.empty()) return true;
-  return std::any_of(q.types.begin(), q.types.end(), [&](const std::string& g) { return glob_match(g, e.event_type); });
 }
 
 void append_sse_event(std::string& out, const Event& e) {
@@ -400,7 +391,7 @@ asio::awaitable<void> AdminServer::Session::serve_events(const Request& req) {
     }
     first_read = false;
     for (const auto& event : batch) {
-      if (event_matches(query, *event)) append_sse_event(out, *event);
+      if (filter_matches(query.namespaces, query.types, *event)) append_sse_event(out, *event);
       next = event->seq + 1;
     }
     if (!out.empty()) {

@@ -321,12 +321,4 @@ void Engine::run() {
   s.finish_shutdown();
 }
 
-void Engine::request_stop() {
-  asio::post(services_->io, [s = services_.get()] { s->begin_shutdown("requested"); });
-}
-
-void Engine::request_reload() {
-  asio::post(services_->io, [s = services_.get()] { s->start_reload(); });
-}
-
 }  // namespace zctl

@@ -45,20 +45,12 @@ uint64_t EventBus::last_seq() const {
 }
 
 Counter& EventBus::events_counter(std::string_view event_namespace, std::string_view event_type) {
-  // Few distinct types exist; a linear scan over "ns/type" keys beats hashing.
-  const size_t key_size = event_namespace.size() + 1 + event_type.size();
-  for (auto& [key, counter] : counter_cache_) {
-    if (key.size() == key_size && key.compare(0, event_namespace.size(), event_namespace) == 0 &&
-        key.compare(event_namespace.size() + 1, std::string::npos, event_type) == 0) {
-      return *counter;
-    }
-  }
+  if (Counter* const* known = counter_cache_.find(event_namespace, event_type)) return **known;
   Counter& counter = metrics_
                          .counter("controller_events_total", "Events emitted by this node.",
                                   {"namespace", "type"})
                          .with({std::string(event_namespace), std::string(event_type)});
-  counter_cache_.emplace_back(std::string(event_namespace) + "/" + std::string(event_type), &counter);
-  return counter;
+  return *counter_cache_.insert(event_namespace, event_type, &counter);
 }
 
 }  // namespace zctl

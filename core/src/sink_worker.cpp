@@ -1,5 +1,8 @@
 #include "sink_worker.hpp"
 
+#include "event_filter.hpp"
+#include "zctl/core/detail/event_type_memo.hpp"
+
 #include <pthread.h>
 
 #include <algorithm>
@@ -12,28 +15,6 @@
 #include "zctl/core/sink_host.hpp"
 
 namespace zctl {
-
-bool glob_match(std::string_view pattern, std::string_view text) {
-  // Iterative matcher with single-star backtracking: linear for the patterns
-  // operators write ("state.*", "*leader*").
-  size_t p = 0, t = 0, star = std::string_view::npos, mark = 0;
-  while (t < text.size()) {
-    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == text[t])) {
-      ++p;
-      ++t;
-    } else if (p < pattern.size() && pattern[p] == '*') {
-      star = p++;
-      mark = t;
-    } else if (star != std::string_view::npos) {
-      p = star + 1;
-      t = ++mark;
-    } else {
-      return false;
-    }
-  }
-  while (p < pattern.size() && pattern[p] == '*') ++p;
-  return p == pattern.size();
-}
 
 std::string sink_config_fingerprint(const SinkConfig& c) {
   std::ostringstream out;
@@ -105,9 +86,8 @@ struct SinkWorker::State {
   bool announced_unhealthy = false;
   std::vector<std::pair<std::string, uint64_t>> pending_drops;
   Clock::time_point last_drop_report{};
-  // filter decisions per "namespace/type"; offer() runs under the bus lock
-  // so it is effectively single-threaded, but reload can swap the filter.
-  std::vector<std::pair<std::string, bool>> filter_cache;
+  // filter decisions per (namespace, type); cleared when reload swaps the filter
+  detail::EventTypeMemo<bool> filter_cache;
 
   // --- worker thread only ---
   void* instance = nullptr;
@@ -145,22 +125,9 @@ struct SinkWorker::State {
   }
 
   bool matches(const Event& event) {  // mutex held
-    const size_t key_size = event.event_namespace.size() + 1 + event.event_type.size();
-    for (const auto& [key, decision] : filter_cache) {
-      if (key.size() == key_size && key.compare(0, event.event_namespace.size(), event.event_namespace) == 0 &&
-          key.compare(event.event_namespace.size() + 1, std::string::npos, event.event_type) == 0) {
-        return decision;
-      }
-    }
-    const auto& f = config.filter;
-    bool decision = f.namespaces.empty() ||
-                    std::find(f.namespaces.begin(), f.namespaces.end(), event.event_namespace) != f.namespaces.end();
-    if (decision && !f.types.empty()) {
-      decision = std::any_of(f.types.begin(), f.types.end(),
-                             [&](const std::string& g) { return glob_match(g, event.event_type); });
-    }
-    filter_cache.emplace_back(event.event_namespace + "/" + event.event_type, decision);
-    return decision;
+    if (const bool* known = filter_cache.find(event.event_namespace, event.event_type)) return *known;
+    return filter_cache.insert(event.event_namespace, event.event_type,
+                               filter_matches(config.filter.namespaces, config.filter.types, event));
   }
 
   // Runs a plugin call with hang detection for the supervisor.

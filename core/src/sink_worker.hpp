@@ -84,7 +84,4 @@ class SinkWorker {
 // Fingerprint of everything in a SinkConfig, to tell a changed sink on reload.
 std::string sink_config_fingerprint(const SinkConfig& config);
 
-// Event type glob match ('*' any run, '?' one char).
-bool glob_match(std::string_view pattern, std::string_view text);
-
 }  // namespace zctl

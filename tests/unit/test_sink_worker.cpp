@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include "event_filter.hpp"
 #include "fake_sinks.hpp"
 #include "sink_worker.hpp"
 #include "zctl/core/metrics.hpp"

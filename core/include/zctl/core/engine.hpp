@@ -6,8 +6,7 @@
 // watch streams got the last event), sinks drain, sequence store closes.
 //
 // Threads: run() blocks the calling thread, which becomes the admin/control
-// thread; sink workers and the sink supervisor have their own threads.
-// request_stop() and request_reload() may be called from any thread.
+// thread; sink workers, the sink supervisor and SIGHUP reloads have their own.
 #pragma once
 
 #include <functional>
@@ -54,10 +53,8 @@ class Engine {
   void start();  // throws StartupError; on failure nothing is left running
   const EngineInfo& info() const;
 
-  // Serves until SIGINT/SIGTERM or request_stop(); SIGHUP reloads sinks.
+  // Serves until SIGINT/SIGTERM; SIGHUP reloads sinks.
   void run();
-  void request_stop();
-  void request_reload();
 
  private:
   struct Services;

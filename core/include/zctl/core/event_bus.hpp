@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "zctl/core/detail/event_type_memo.hpp"
 #include "zctl/core/event.hpp"
 
 namespace zctl {
@@ -55,7 +56,7 @@ class EventBus {
   mutable std::mutex mutex_;
   std::vector<EventConsumer*> consumers_;
   // (namespace, type) -> counter, so the hot path skips the registry lookup.
-  std::vector<std::pair<std::string, Counter*>> counter_cache_;
+  detail::EventTypeMemo<Counter*> counter_cache_;
 };
 
 }  // namespace zctl

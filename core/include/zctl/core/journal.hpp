@@ -15,7 +15,7 @@ class Journal {
  public:
   explicit Journal(size_t capacity);
 
-  void append(EventPtr event);  // seq must be greater than the last appended
+  void append(EventPtr event);  // seq must be the last appended + 1 (the bus numbers contiguously)
 
   // Appends to `out` up to `max` events with seq >= from_seq.
   // Returns the oldest seq the journal still holds (0 when empty), so the

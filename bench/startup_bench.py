@@ -56,7 +56,7 @@ def main():
             port = free_port()
             t0 = time.perf_counter()
             proc = subprocess.Popen([args.zctl, "serve", "--id", f"b{run}", "--data-dir", f"{tmp}/b{run}",
-                                     "--admin", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                                     "--admin", f"127.0.0.1:{port}", "--mesh", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
             try:
                 while not healthz_ok(port):

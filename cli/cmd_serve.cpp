@@ -12,6 +12,8 @@ struct ServeOptions {
   std::string id;
   std::string data_dir;
   std::string admin;
+  std::string mesh;
+  std::string join_token_file;
 };
 
 // Config file (or the embedded default) + flags + derived defaults.
@@ -29,6 +31,8 @@ std::vector<std::string> build_config(const ServeOptions& o, Config& out) {
   if (!o.id.empty()) config.node.id = o.id;
   if (!o.data_dir.empty()) config.node.data_dir = o.data_dir;
   if (!o.admin.empty()) config.admin.listen = o.admin;
+  if (!o.mesh.empty()) config.mesh.listen = o.mesh;
+  if (!o.join_token_file.empty()) config.mesh.join_token_file = o.join_token_file;
   resolve_defaults(config, executable_dir());
   out = std::move(config);
   return {};
@@ -51,6 +55,7 @@ int run_serve(const ServeOptions& o) {
   }
   const EngineInfo& info = engine.info();
   std::cout << "zctl " << ZCTL_VERSION << ": node '" << info.node_id << "' serving\n"
+            << "  mesh       " << info.mesh_address << "  (peers join here; see zctl-protocol(7))\n"
             << "  admin API  " << info.admin_url << "  (/healthz /readyz /metrics /v1/events /v1/sinks)\n"
             << "  data dir   " << info.data_dir << "\n";
   for (const auto& sink : info.sinks) std::cout << "  sink       " << sink << "\n";
@@ -70,11 +75,13 @@ Runner register_serve(CLI::App& app) {
   auto o = std::make_shared<ServeOptions>();
   auto* cmd = app.add_subcommand("serve", "Run a controller node");
   cmd->footer(
-      "With no config and no flags: a single node on loopback, admin API on 127.0.0.1:6280, data under\n"
-      "./zctl-data/<id>, and the file sink writing ./zctl-data/<id>/events.jsonl.\n\n"
+      "With no config and no flags: a single node on loopback, mesh port 127.0.0.1:6262, admin API\n"
+      "127.0.0.1:6280, data under ./zctl-data/<id>, and the file sink writing\n"
+      "./zctl-data/<id>/events.jsonl.\n\n"
       "Examples:\n"
       "  zctl serve\n"
       "  zctl serve --id ctrl1 --data-dir /var/lib/zctl/ctrl1 --admin 127.0.0.1:6280\n"
+      "  zctl serve --mesh 0.0.0.0:6262 --join-token-file /etc/zctl/join-token\n"
       "  zctl serve --config /etc/zctl/zctl.yaml\n\n"
       "Signals: SIGINT/SIGTERM stop cleanly (queued sink events are drained for up to 5 s);\n"
       "SIGHUP re-reads the config's sinks and reopens files. See zctl-serve(1).");
@@ -82,6 +89,9 @@ Runner register_serve(CLI::App& app) {
   cmd->add_option("--id", o->id, "Node id (default: the short host name)");
   cmd->add_option("--data-dir", o->data_dir, "Data directory (default: ./zctl-data/<id>)");
   cmd->add_option("--admin", o->admin, "Admin API listen address HOST:PORT (default 127.0.0.1:6280; port 0 = any)");
+  cmd->add_option("--mesh", o->mesh, "Mesh port listen address HOST:PORT (default 127.0.0.1:6262; port 0 = any)");
+  cmd->add_option("--join-token-file", o->join_token_file, "File holding the cluster's join token (mesh.join_token_file)")
+      ->check(CLI::ExistingFile);
   return [o] { return run_serve(*o); };
 }
 

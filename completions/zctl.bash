@@ -10,8 +10,11 @@
 _zctl_options_with_value() {
     echo '--log-level --log-format'
     case $1 in
-        serve) echo '-c --config --id --data-dir --admin' ;;
+        serve) echo '-c --config --id --data-dir --admin --mesh --join-token-file' ;;
         watch) echo '--node --namespace --type --since --count -o --output --token-file' ;;
+        probe) echo '--mode --connections --concurrency --expect-grace --tolerance --timeout -o --output
+                     --node-id --cluster-id --token-file --raft-addr --ca-file --cert-file --key-file
+                     --server-name --seed' ;;
         'plugins list') echo '-c --config' ;;
     esac
 }
@@ -20,8 +23,11 @@ _zctl_options_with_value() {
 _zctl_options() {
     case $1 in
         '') echo '--help --version --log-level --log-format' ;;
-        serve) echo '--help --config --id --data-dir --admin --log-level --log-format' ;;
+        serve) echo '--help --config --id --data-dir --admin --mesh --join-token-file --log-level --log-format' ;;
         watch) echo '--help --node --namespace --type --since --count --output --token-file --log-level --log-format' ;;
+        probe) echo '--help --mode --connections --concurrency --expect-grace --tolerance --timeout --output
+                     --node-id --cluster-id --token-file --raft-addr --tls --ca-file --cert-file --key-file
+                     --server-name --insecure --seed --log-level --log-format' ;;
         'plugins list') echo '--help --config --log-level --log-format' ;;
         *) echo '--help --log-level --log-format' ;;
     esac
@@ -37,6 +43,10 @@ _zctl_option_values() {
             COMPREPLY=($(compgen -W 'text json' -- "$cur")) ;;
         -o | --output)
             COMPREPLY=($(compgen -W 'table json' -- "$cur")) ;;
+        --mode)
+            COMPREPLY=($(compgen -W 'idle tls hello partial bad-magic bad-version oversize garbage join' -- "$cur")) ;;
+        --expect-grace | --tolerance | --timeout)
+            COMPREPLY=($(compgen -W '500ms 1s 5s 30s' -- "$cur")) ;;
         --namespace)
             COMPREPLY=($(compgen -W 'cluster connection node sink' -- "$cur")) ;;
         --type)
@@ -44,12 +54,12 @@ _zctl_option_values() {
                 state.has_leader state.is_leaderless leadership.gained leadership.lost
                 peer.connected peer.disconnected members.changed
                 stray rejected protocol_error flood' -- "$cur")) ;;
-        -c | --config | --token-file)
+        -c | --config | --token-file | --join-token-file | --ca-file | --cert-file | --key-file)
             _zctl_files "$cur" ;;
         --data-dir)
             _zctl_dirs "$cur" ;;
         *)
-            COMPREPLY=() ;;  # free-form: --id, --admin, --node, --since, --count
+            COMPREPLY=() ;;  # free-form: --id, --admin, --mesh, --node, --since, --count
     esac
 }
 
@@ -89,7 +99,7 @@ _zctl() {
             fi
         elif [[ $w != '=' ]]; then
             case "$path:$w" in
-                :serve | :watch | :plugins | :config | :completion | :version) path=$w ;;
+                :serve | :watch | :probe | :plugins | :config | :completion | :version) path=$w ;;
                 plugins:list | plugins:info) path="plugins $w" ;;
                 config:check) path="config $w" ;;
                 *) npos=$((npos + 1)) ;;
@@ -126,7 +136,7 @@ _zctl() {
 
     case $path in
         '')
-            COMPREPLY=($(compgen -W 'serve watch plugins config completion version' -- "$cur")) ;;
+            COMPREPLY=($(compgen -W 'serve watch probe plugins config completion version' -- "$cur")) ;;
         plugins)
             COMPREPLY=($(compgen -W 'list info' -- "$cur")) ;;
         config)
@@ -135,7 +145,7 @@ _zctl() {
             (( npos == 0 )) && COMPREPLY=($(compgen -W 'bash zsh fish' -- "$cur")) ;;
         'plugins info' | 'config check')
             (( npos == 0 )) && _zctl_files "$cur" ;;
-        serve | watch | 'plugins list')
+        serve | watch | probe | 'plugins list')
             COMPREPLY=($(compgen -W "$(_zctl_options "$path")" -- "$cur")) ;;
     esac
     return 0

@@ -19,13 +19,13 @@ function __zctl_at
             continue
         end
         switch $w
-            case --log-level --log-format -c --config --id --data-dir --admin --node --namespace --type --since --count -o --output --token-file
+            case --log-level --log-format -c --config --id --data-dir --admin --mesh --join-token-file --node --namespace --type --since --count -o --output --token-file --mode --connections --concurrency --expect-grace --tolerance --timeout --node-id --cluster-id --raft-addr --ca-file --cert-file --key-file --server-name --seed
                 set skip 1
             case '-*'
                 # a flag, or --option=value
             case '*'
                 switch "$path:$w"
-                    case :serve :watch :plugins :config :completion :version
+                    case :serve :watch :probe :plugins :config :completion :version
                         set path $w
                     case plugins:list plugins:info
                         set path "plugins $w"
@@ -53,6 +53,7 @@ complete -c zctl -l log-level -x -a 'trace debug info warn error critical off' -
 complete -c zctl -l log-format -x -a 'text json' -d 'Log format on stderr'
 complete -c zctl -n '__zctl_at ""' -a serve -d 'Run a controller node'
 complete -c zctl -n '__zctl_at ""' -a watch -d 'Stream events from a node'
+complete -c zctl -n '__zctl_at ""' -a probe -d 'Test how a node treats mesh connections that stop early'
 complete -c zctl -n '__zctl_at ""' -a plugins -d 'List and inspect sink plugins'
 complete -c zctl -n '__zctl_at ""' -a config -d 'Work with configuration files'
 complete -c zctl -n '__zctl_at ""' -a completion -d 'Print the shell completion script'
@@ -64,6 +65,8 @@ complete -c zctl -n '__zctl_at serve' -s c -l config -r -F -d 'YAML config file'
 complete -c zctl -n '__zctl_at serve' -l id -x -d 'Node id'
 complete -c zctl -n '__zctl_at serve' -l data-dir -x -a '(__fish_complete_directories)' -d 'Data directory'
 complete -c zctl -n '__zctl_at serve' -l admin -x -d 'Admin API listen address HOST:PORT'
+complete -c zctl -n '__zctl_at serve' -l mesh -x -d 'Mesh port listen address HOST:PORT'
+complete -c zctl -n '__zctl_at serve' -l join-token-file -r -F -d 'File holding the cluster join token'
 
 # zctl watch
 complete -c zctl -n '__zctl_at watch' -s h -l help -d 'Print help and exit'
@@ -74,6 +77,28 @@ complete -c zctl -n '__zctl_at watch' -l since -x -d 'Replay every event after t
 complete -c zctl -n '__zctl_at watch' -l count -x -d 'Exit after N events'
 complete -c zctl -n '__zctl_at watch' -s o -l output -x -a 'table json' -d 'Output format'
 complete -c zctl -n '__zctl_at watch' -l token-file -r -F -d 'File holding the admin API bearer token'
+
+# zctl probe
+complete -c zctl -n '__zctl_at probe' -s h -l help -d 'Print help and exit'
+complete -c zctl -n '__zctl_at probe 0' -a '127.0.0.1:6262' -d 'Mesh port of the node HOST:PORT'
+complete -c zctl -n '__zctl_at probe' -l mode -x -a 'idle tls hello partial bad-magic bad-version oversize garbage join' -d 'Where each connection stops'
+complete -c zctl -n '__zctl_at probe' -l connections -x -d 'Connections to open in all'
+complete -c zctl -n '__zctl_at probe' -l concurrency -x -d 'Connections open at the same time'
+complete -c zctl -n '__zctl_at probe' -l expect-grace -x -a '30s 5s 1s' -d 'Grace period the node should apply'
+complete -c zctl -n '__zctl_at probe' -l tolerance -x -a '1s 500ms' -d 'How much later a close may come'
+complete -c zctl -n '__zctl_at probe' -l timeout -x -d 'Give up on a connection after this long'
+complete -c zctl -n '__zctl_at probe' -s o -l output -x -a 'table json' -d 'Output format'
+complete -c zctl -n '__zctl_at probe' -l node-id -x -d 'Node id sent in hello'
+complete -c zctl -n '__zctl_at probe' -l cluster-id -x -d 'Cluster id sent in hello'
+complete -c zctl -n '__zctl_at probe' -l token-file -r -F -d 'File holding the join token'
+complete -c zctl -n '__zctl_at probe' -l raft-addr -x -d 'Raft address sent in join'
+complete -c zctl -n '__zctl_at probe' -l tls -d 'Wrap every connection in TLS'
+complete -c zctl -n '__zctl_at probe' -l ca-file -r -F -d 'Verify the node certificate against these CAs'
+complete -c zctl -n '__zctl_at probe' -l cert-file -r -F -d 'Client certificate (PEM)'
+complete -c zctl -n '__zctl_at probe' -l key-file -r -F -d 'Private key of the client certificate'
+complete -c zctl -n '__zctl_at probe' -l server-name -x -d 'Name sent as SNI and verified'
+complete -c zctl -n '__zctl_at probe' -l insecure -d 'Do not verify the node certificate'
+complete -c zctl -n '__zctl_at probe' -l seed -x -d 'Seed of the garbage bytes'
 
 # zctl plugins
 complete -c zctl -n '__zctl_at plugins' -s h -l help -d 'Print help and exit'

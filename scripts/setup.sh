@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages zctl needs to build and test, if missing.
+# Installs the Debian 12 packages zctl needs to build, and with --test and --bench also to test
+# and to run the benchmarks, if missing.
 # Idempotent: with everything present it only runs dpkg-query.
 set -euo pipefail
 
@@ -9,12 +10,18 @@ BUILD_PACKAGES=(
   libyaml-cpp-dev libspdlog-dev libfmt-dev rapidjson-dev libssl-dev libsystemd-dev
 )
 # Real peers and tools the test suite talks to.
-TEST_PACKAGES=(catch2 python3 curl prometheus groff-base bash-completion systemd clang-14 libclang-rt-14-dev)
+TEST_PACKAGES=(catch2 python3 curl openssl prometheus groff-base bash-completion systemd clang-14 libclang-rt-14-dev)
+# Benchmarks under bench/: nginx is the reference server of bench/mesh_flood.py.
+BENCH_PACKAGES=(python3 nginx)
 
 want=("${BUILD_PACKAGES[@]}")
-if [[ "${1:-}" == "--test" ]]; then
-  want+=("${TEST_PACKAGES[@]}")
-fi
+for arg in "$@"; do
+  case "$arg" in
+    --test) want+=("${TEST_PACKAGES[@]}") ;;
+    --bench) want+=("${BENCH_PACKAGES[@]}") ;;
+    *) echo "usage: $0 [--test] [--bench]" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for pkg in "${want[@]}"; do

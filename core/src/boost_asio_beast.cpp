@@ -2,3 +2,4 @@
 // no other translation unit instantiates their implementation.
 #include <boost/asio/impl/src.hpp>
 #include <boost/beast/src.hpp>
+#include <boost/asio/ssl/impl/src.hpp>

@@ -718,19 +718,21 @@ bool is_node_id(std::string_view id) {
   });
 }
 
+// Node and cluster ids travel in mesh frames, file names and metric labels.
+bool read_id(ConfigReader& r, const Item& item, std::string& out, std::string_view what) {
+  std::string id;
+  if (!r.string(item, id)) return false;
+  if (!is_node_id(id)) {
+    r.error(item, "invalid " + std::string(what) + " " + shown(id) + ": use 1 to 64 letters, digits, '_' and '-'");
+    return false;
+  }
+  out = id;
+  return true;
+}
+
 void read_node(ConfigReader& r, const Item& item, NodeConfig& node) {
   r.mapping(item, {
-                      {"id",
-                       [&](const Item& v) {
-                         std::string id;
-                         if (!r.string(v, id)) return;
-                         if (!is_node_id(id)) {
-                           r.error(v, "invalid node id " + shown(id) +
-                                          ": use 1 to 64 letters, digits, '_' and '-'");
-                           return;
-                         }
-                         node.id = id;
-                       }},
+                      {"id", [&](const Item& v) { read_id(r, v, node.id, "node id"); }},
                       {"data_dir", [&](const Item& v) { r.non_empty_string(v, node.data_dir); }},
                   });
 }
@@ -779,6 +781,12 @@ void read_cluster(ConfigReader& r, const Item& item, ClusterConfig& cluster) {
   r.mapping(
       item,
       {
+          {"id", [&](const Item& v) { read_id(r, v, cluster.id, "cluster id"); }},
+          {"allowed_nodes",
+           [&](const Item& v) {
+             r.list<std::string>(v, cluster.allowed_nodes, "node ids",
+                                 [&](const Item& e, std::string& out) { return read_id(r, e, out, "node id"); });
+           }},
           {"raft_listen",
            [&](const Item& v) { r.address(v, cluster.raft_listen, AddressUse::listen); }},
           {"bootstrap", [&](const Item& v) { r.boolean(v, cluster.bootstrap); }},

@@ -17,6 +17,8 @@
 #include <utility>
 
 #include "admin_server.hpp"
+#include "membership.hpp"
+#include "mesh_server.hpp"
 #include "service_notify.hpp"
 #include "zctl/core/event_bus.hpp"
 #include "zctl/core/journal.hpp"
@@ -77,12 +79,13 @@ std::vector<std::unique_ptr<MetricsRegistry>>& registries_kept_for_abandoned_wor
   return *kept;
 }
 
-std::string read_token_file(const std::string& path) {
+// `key` names the setting in errors, e.g. "admin.token_file".
+std::string read_token_file(std::string_view key, const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw StartupError(kExitConfig, "admin.token_file " + path + ": " + std::strerror(errno));
+  if (!in) throw StartupError(kExitConfig, std::string(key) + " " + path + ": " + std::strerror(errno));
   std::string token((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) token.pop_back();
-  if (token.empty()) throw StartupError(kExitConfig, "admin.token_file " + path + " is empty");
+  if (token.empty()) throw StartupError(kExitConfig, std::string(key) + " " + path + " is empty");
   return token;
 }
 
@@ -109,10 +112,14 @@ struct Engine::Services {
   std::unique_ptr<PluginHost> plugins;
   std::unique_ptr<SinkHost> sinks;
   std::unique_ptr<AdminServer> admin;
+  std::unique_ptr<MembershipAuthority> membership;
+  std::unique_ptr<MeshServer> mesh;
   bool sinks_attached = false;
   bool admin_attached = false;
 
   void start();
+  void start_mesh();
+  void stop_mesh();
   void begin_shutdown(std::string_view reason);
   void finish_shutdown();
   void reload();
@@ -160,7 +167,7 @@ void Engine::Services::start() {
   if (config.admin.tls.enabled()) {
     throw StartupError(kExitConfig, "admin.tls is not supported by this version; remove it or terminate TLS in front of the admin API");
   }
-  const std::string token = config.admin.token_file.empty() ? std::string() : read_token_file(config.admin.token_file);
+  const std::string token = config.admin.token_file.empty() ? std::string() : read_token_file("admin.token_file", config.admin.token_file);
   admin = std::make_unique<AdminServer>(
       io, *journal, *metrics, *sinks,
       [] { return Readiness{true, "single node: serving; the cluster engine is not part of this build"}; }, token);
@@ -172,9 +179,12 @@ void Engine::Services::start() {
   bus->attach(admin.get());
   admin_attached = true;
 
+  start_mesh();
+
   info.node_id = config.node.id;
   info.data_dir = config.node.data_dir;
   info.admin_url = "http://" + admin->local_address();
+  info.mesh_address = mesh->local_address();
   for (const auto& s : config.sinks) info.sinks.push_back(s.name + " (" + s.plugin + ")");
   info.plugin_path = config.plugins.path;
   info.seq_recovered_from_crash = seq->recovered_from_crash();
@@ -184,14 +194,49 @@ void Engine::Services::start() {
                                          .add("version", ZCTL_VERSION)
                                          .add("pid", static_cast<int64_t>(::getpid()))
                                          .add("admin", admin->local_address())
+                                         .add("mesh", mesh->local_address())
                                          .add("dataDir", config.node.data_dir));
   info.first_seq = started->seq;
   // Handlers exist before READY=1, so a SIGHUP or SIGTERM right after it is
   // handled, not fatal.
   signals.emplace(io, SIGINT, SIGTERM, SIGHUP);
   wait_for_signals();
-  notify_ready("serving: admin API " + admin->local_address() + ", " + std::to_string(config.sinks.size()) +
+  notify_ready("serving: mesh " + mesh->local_address() + ", admin API " + admin->local_address() + ", " + std::to_string(config.sinks.size()) +
                " sink(s)");
+}
+
+void Engine::Services::start_mesh() {
+  MeshServerSettings settings;
+  settings.mesh = config.mesh;
+  settings.node_id = config.node.id;
+  settings.cluster_id = config.cluster.id;
+  if (!config.mesh.join_token_file.empty()) {
+    settings.join_token = read_token_file("mesh.join_token_file", config.mesh.join_token_file);
+  } else if (!config.mesh.tls.enabled()) {
+    log_warn("mesh: no join_token_file and no TLS: any node that names cluster '" + config.cluster.id +
+             "' may join; set mesh.join_token_file");
+  }
+  settings.session_timeout = config.cluster.election_timeout;
+  settings.heartbeat = config.cluster.heartbeat;
+  auto configured = std::make_unique<ConfiguredMembership>(
+      mesh::Member{config.node.id, config.mesh.listen, config.cluster.raft_listen, true}, config.cluster.allowed_nodes);
+  ConfiguredMembership& authority = *configured;
+  membership = std::move(configured);
+  mesh = std::make_unique<MeshServer>(std::move(settings), *bus, *metrics, authority);
+  try {
+    mesh->listen();
+  } catch (const std::exception& e) {
+    throw StartupError(config.mesh.tls.enabled() && std::string_view(e.what()).rfind("mesh.tls", 0) == 0 ? kExitConfig
+                                                                                                       : kExitRuntime,
+                       e.what());
+  }
+  authority.set_mesh_address(mesh->local_address());
+  mesh->start();
+}
+
+// Stops accepting and closes every mesh connection; idempotent.
+void Engine::Services::stop_mesh() {
+  if (mesh) mesh->stop();
 }
 
 void Engine::Services::wait_for_signals() {
@@ -253,6 +298,7 @@ void Engine::Services::begin_shutdown(std::string_view reason) {
   stopping = true;
   notify_stopping();
   if (signals) signals->cancel();
+  stop_mesh();  // started last, stopped first: no peer traffic during the drain
   bus->emit("node", "stopping", EventFields().add("reason", reason));
   shutdown_timer.emplace(io, kStreamFlushGrace);
   shutdown_timer->async_wait([this](const boost::system::error_code&) {
@@ -265,6 +311,7 @@ void Engine::Services::begin_shutdown(std::string_view reason) {
 void Engine::Services::finish_shutdown() {
   if (reload_thread.joinable()) reload_thread.join();
   signals.reset();
+  stop_mesh();
   if (admin_attached) {
     bus->detach(admin.get());
     admin_attached = false;

@@ -70,6 +70,7 @@ class Node:
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
         self.admin_url = None
+        self.mesh_address = None
         self.stdout_path = os.path.join(workdir, f"{node_id}.stdout")
         self.stderr_path = os.path.join(workdir, f"{node_id}.stderr")
 
@@ -83,6 +84,8 @@ class Node:
             args += ["--config", self.config_path]
         if not any(a == "--admin" for a in self.extra_args):
             args += ["--admin", "127.0.0.1:0"]
+        if not any(a == "--mesh" for a in self.extra_args):
+            args += ["--mesh", "127.0.0.1:0"]
         return args + self.extra_args
 
     def start(self, wait=True):
@@ -92,6 +95,8 @@ class Node:
         )
         if wait:
             self.admin_url = wait_for(self._printed_admin_url, timeout=10, what=f"{self.node_id} to start")
+            m = re.search(r"mesh\s+(\S+):(\d+)", self.stdout())
+            self.mesh_address = (m.group(1), int(m.group(2))) if m else None
         return self
 
     def _printed_admin_url(self):

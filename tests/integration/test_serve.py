@@ -184,7 +184,8 @@ class ServeTest(NodeTestCase):
         try:
             node = self.node("n1", env={"NOTIFY_SOCKET": path}).start()
             ready = sock.recv(512).decode()
-            self.assertTrue(ready.startswith("READY=1\nSTATUS=serving: admin API "), ready)
+            self.assertTrue(ready.startswith("READY=1\nSTATUS=serving: mesh 127.0.0.1:"), ready)
+            self.assertIn(", admin API 127.0.0.1:", ready)
             self.assertEqual(node.get("/healthz")[0], 200)  # ready really means serving
             node.signal(signal.SIGHUP)
             self.assertTrue(sock.recv(512).decode().startswith("RELOADING=1"))

@@ -110,6 +110,8 @@ TEST_CASE("an empty or comment-only document is the all-defaults config", "[conf
     const auto config = parsed(text);
     CHECK(config.mesh.listen == "127.0.0.1:6262");
     CHECK(config.cluster.raft_listen == "127.0.0.1:6263");
+    CHECK(config.cluster.id == "zctl");
+    CHECK(config.cluster.allowed_nodes.empty());
     CHECK(config.admin.listen == "127.0.0.1:6280");
     CHECK(config.mesh.stray.grace_period == 30s);
     CHECK(config.node.id.empty());
@@ -131,6 +133,8 @@ mesh:
   stray: { grace_period: 1m30s, action: log, log_level: error }
   flood: { window: 5s, max_connections_per_source: 7 }
 cluster:
+  id: prod-eu
+  allowed_nodes: [ ctrl1, ctrl2 ]
   raft_listen: "[::1]:6263"
   bootstrap: false
   join: [ 10.0.0.1:6262, ctrl2.example.com:6262 ]
@@ -166,6 +170,8 @@ sinks:
   CHECK(config.mesh.stray.log_level == zctl::LogLevel::error);
   CHECK(config.mesh.flood.window == 5s);
   CHECK(config.mesh.flood.max_connections_per_source == 7);
+  CHECK(config.cluster.id == "prod-eu");
+  CHECK(config.cluster.allowed_nodes == std::vector<std::string>{"ctrl1", "ctrl2"});
   CHECK(config.cluster.raft_listen == "[::1]:6263");
   CHECK(config.cluster.join == std::vector<std::string>{"10.0.0.1:6262", "ctrl2.example.com:6262"});
   CHECK(config.cluster.election_timeout == 2s);
@@ -441,6 +447,13 @@ TEST_CASE("settings that contradict each other", "[config]") {
   CHECK(located(only_error(
             "sinks:\n  - name: a\n    plugin: p\n    retry: { initial: 1m, max: 30s }\n")) ==
         "4:32 sinks[0].retry.max: retry.max (30s) must not be shorter than retry.initial (1m)");
+}
+
+TEST_CASE("cluster ids and allowed node ids are checked like node ids", "[config]") {
+  CHECK(located(only_error("cluster:\n  id: \"prod eu\"\n")) ==
+        "2:7 cluster.id: invalid cluster id 'prod eu': use 1 to 64 letters, digits, '_' and '-'");
+  CHECK(located(only_error("cluster:\n  allowed_nodes: [ ok, \"no/slash\" ]\n")) ==
+        "2:24 cluster.allowed_nodes[1]: invalid node id 'no/slash': use 1 to 64 letters, digits, '_' and '-'");
 }
 
 TEST_CASE("every error is reported in one pass, in file order", "[config]") {

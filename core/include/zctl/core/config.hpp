@@ -57,6 +57,10 @@ struct MeshConfig {
 };
 
 struct ClusterConfig {
+  std::string id = "zctl";  // the cluster's name; a node only admits peers that name the same one
+  // Node ids allowed to join through the mesh; empty: any node that
+  // presents the join token.
+  std::vector<std::string> allowed_nodes;
   std::string raft_listen = "127.0.0.1:6263";
   bool bootstrap = false;
   std::vector<std::string> join;

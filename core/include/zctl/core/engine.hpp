@@ -1,12 +1,14 @@
 // The composition root of a node.
 //
 // start() builds the services in order -- data dir and its lock, sequence
-// store, journal, metrics, event bus, sink host, admin API -- and announces
-// node/started; shutdown runs in reverse: node/stopping, admin API (after
-// watch streams got the last event), sinks drain, sequence store closes.
+// store, journal, metrics, event bus, sink host, admin API, mesh port -- and
+// announces node/started; shutdown runs in reverse: mesh port closes,
+// node/stopping, admin API (after watch streams got the last event), sinks
+// drain, sequence store closes.
 //
 // Threads: run() blocks the calling thread, which becomes the admin/control
-// thread; sink workers, the sink supervisor and SIGHUP reloads have their own.
+// thread; the mesh port, sink workers, the sink supervisor and SIGHUP
+// reloads have their own.
 #pragma once
 
 #include <functional>
@@ -34,6 +36,7 @@ struct EngineInfo {
   std::string node_id;
   std::string data_dir;
   std::string admin_url;  // "http://127.0.0.1:6280"
+  std::string mesh_address;  // "127.0.0.1:6262"
   std::vector<std::string> sinks;  // "events (file)"
   std::vector<std::string> plugin_path;
   uint64_t first_seq = 0;

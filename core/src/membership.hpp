@@ -1,0 +1,78 @@
+// Who may join the cluster: the one decision the mesh handshake delegates.
+//
+// The mesh server checks the protocol, the cluster id, the join token and
+// duplicate ids itself, then asks a MembershipAuthority whether this node id
+// becomes a member. The answer may take time (a Raft configuration change),
+// so it comes back through a callback.
+//
+// ConfiguredMembership answers from the node's own configuration
+// (cluster.allowed_nodes): this node acts as the cluster's leader and
+// admits any allowed node that presents the join token.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "mesh_protocol.hpp"
+
+namespace zctl {
+
+struct JoinRequest {
+  std::string node_id;
+  std::string remote_addr;  // where the connection came from, "10.0.0.9:51234"
+  std::string raft_addr;    // from the join message
+};
+
+struct JoinDecision {
+  enum class Kind { accept, reject, redirect };
+  Kind kind = Kind::reject;
+  mesh::Accepted accepted;  // kind == accept
+  std::string reason;       // kind == reject: a protocol reason (not_member, no_leader, ...)
+  std::string detail;       // kind == reject: for humans
+  mesh::Redirect redirect;  // kind == redirect
+
+  static JoinDecision accept(mesh::Accepted accepted);
+  static JoinDecision reject(std::string reason, std::string detail);
+  static JoinDecision redirect_to(mesh::Redirect redirect);
+};
+
+class MembershipAuthority {
+ public:
+  using DecisionCallback = std::function<void(JoinDecision)>;
+
+  virtual ~MembershipAuthority() = default;
+
+  // Decides a join whose token and id were already checked. `done` is
+  // called exactly once, on any thread, possibly before decide() returns.
+  virtual void decide(const JoinRequest& request, DecisionCallback done) = 0;
+
+  // A session accepted through decide() has ended.
+  virtual void session_ended(const std::string& node_id) = 0;
+};
+
+class ConfiguredMembership final : public MembershipAuthority {
+ public:
+  // `allowed_nodes` empty: every node that presents the join token may join.
+  ConfiguredMembership(mesh::Member self, std::vector<std::string> allowed_nodes);
+
+  // The address peers reach this node's mesh port at, once it is bound
+  // (the configured one may say port 0).
+  void set_mesh_address(std::string address);
+
+  void decide(const JoinRequest& request, DecisionCallback done) override;
+  void session_ended(const std::string& node_id) override;
+
+  // This node and every node joined through it, by id.
+  std::vector<mesh::Member> members() const;
+
+ private:
+  mesh::Member self_;  // guarded by mutex_
+  const std::vector<std::string> allowed_nodes_;
+  mutable std::mutex mutex_;
+  std::map<std::string, mesh::Member> joined_;  // guarded by mutex_
+};
+
+}  // namespace zctl

@@ -1,0 +1,970 @@
+#include "mesh_server.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+#include <unistd.h>
+
+#include <array>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <unordered_map>
+#include <utility>
+
+#include "deadline_queue.hpp"
+#include "membership.hpp"
+#include "mesh_protocol.hpp"
+#include "net_address.hpp"
+#include "zctl/core/event.hpp"
+#include "zctl/core/event_bus.hpp"
+#include "zctl/core/log.hpp"
+#include "zctl/core/metrics.hpp"
+
+namespace zctl {
+
+namespace asio = boost::asio;
+namespace ssl = boost::asio::ssl;
+using tcp = asio::ip::tcp;
+using SteadyClock = std::chrono::steady_clock;
+
+bool join_token_matches(const std::string& presented, const std::string& expected) {
+  // Comparing digests keeps the time independent of where the strings
+  // differ and of their lengths.
+  std::array<unsigned char, SHA256_DIGEST_LENGTH> a{};
+  std::array<unsigned char, SHA256_DIGEST_LENGTH> b{};
+  SHA256(reinterpret_cast<const unsigned char*>(presented.data()), presented.size(), a.data());
+  SHA256(reinterpret_cast<const unsigned char*>(expected.data()), expected.size(), b.data());
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+namespace {
+
+constexpr size_t kSharedReadBufferBytes = 64 * 1024;
+constexpr size_t kTlsReadBufferBytes = 16 * 1024;
+// A joined peer that stops reading: its unsent frames are capped, then the
+// session is closed rather than buffering without bound.
+constexpr size_t kMaxQueuedOutputBytes = 1 << 20;
+constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
+constexpr auto kRejectSummaryPeriod = std::chrono::seconds(1);
+constexpr size_t kSummarySourcesShown = 10;
+
+enum class Outcome { normal, abnormal };
+
+// A source address as a hash key (IPv4 as v4-mapped IPv6).
+struct SourceKey {
+  uint64_t high = 0;
+  uint64_t low = 0;
+  bool operator==(const SourceKey&) const = default;
+};
+
+struct SourceKeyHash {
+  size_t operator()(const SourceKey& key) const noexcept {
+    return std::hash<uint64_t>{}(key.high * 0x9E3779B97F4A7C15ull ^ key.low);
+  }
+};
+
+SourceKey source_key(const asio::ip::address& address) {
+  const auto v6 = address.is_v4() ? asio::ip::make_address_v6(asio::ip::v4_mapped, address.to_v4()) : address.to_v6();
+  const auto bytes = v6.to_bytes();
+  SourceKey key;
+  std::memcpy(&key.high, bytes.data(), 8);
+  std::memcpy(&key.low, bytes.data() + 8, 8);
+  return key;
+}
+
+std::string_view step_name_tls() { return "tls_handshake"; }
+
+double seconds_since(SteadyClock::time_point start) {
+  return std::chrono::duration<double>(SteadyClock::now() - start).count();
+}
+
+std::string join_list(const std::set<std::string>& items) {
+  std::string out = "[";
+  for (const auto& item : items) {
+    if (out.size() > 1) out += ',';
+    json::append_string(out, item);
+  }
+  return out + "]";
+}
+
+}  // namespace
+
+class MeshConnection;
+
+struct MeshServer::Impl {
+  Impl(MeshServerSettings s, EventBus& b, MetricsRegistry& m, MembershipAuthority& a);
+
+  void accept_loop();
+  void on_accepted(tcp::socket socket, const tcp::endpoint& peer);
+  void count_for_flood(const asio::ip::address& address, const SourceKey& source);
+  void refuse_too_many_pending(tcp::socket& socket, const tcp::endpoint& peer, std::string_view limit);
+  // A connection phase with a shared timeout: its queue and the one timer
+  // armed at the queue's front.
+  struct PhaseDeadlines {
+    PhaseDeadlines(asio::io_context& context, Duration timeout, void (MeshConnection::*handler)())
+        : queue(timeout), timer(context), on_expired(handler) {}
+    DeadlineQueue queue;
+    asio::steady_timer timer;
+    SteadyClock::time_point armed_at{};  // zero: not armed
+    void (MeshConnection::*on_expired)();
+  };
+  // Inserts (or moves) a connection into `phase` and arms its timer if needed.
+  void enter(PhaseDeadlines& phase, MeshConnection& connection);
+  void arm(PhaseDeadlines& phase);
+  void expire(PhaseDeadlines& phase);
+  void send_heartbeats();
+  void sweep_flood_windows();
+  void stop_on_io_thread();
+
+  MeshServerSettings settings;
+  EventBus& bus;
+  MembershipAuthority& membership;
+
+  asio::io_context io{1};
+  tcp::acceptor acceptor{io};
+  std::string local_address;
+  std::optional<ssl::context> tls;
+  std::thread thread;
+  bool stopping = false;  // io thread
+
+  tcp::endpoint accepting_peer;
+  asio::steady_timer accept_retry{io};
+  asio::steady_timer heartbeat_timer{io};
+  asio::steady_timer flood_sweep_timer{io};
+  asio::steady_timer reject_summary_timer{io};
+  bool heartbeat_running = false;
+  bool flood_sweep_running = false;
+
+  // See deadline_queue.hpp. pending: the stray grace period from accept;
+  // joined: the idle timeout, renewed by every frame; closing: the linger
+  // after a refusal.
+  PhaseDeadlines pending;
+  PhaseDeadlines joined;
+  PhaseDeadlines closing;
+
+  std::unique_ptr<char[]> read_buffer{new char[kSharedReadBufferBytes]};
+
+  // Every live connection, for stop(); raw pointers, each connection
+  // removes itself when it finishes.
+  std::set<MeshConnection*> connections;
+  size_t pending_count = 0;
+  std::unordered_map<SourceKey, uint32_t, SourceKeyHash> pending_per_source;
+  std::unordered_map<std::string, MeshConnection*> joined_by_id;
+
+  struct FloodWindow {
+    SteadyClock::time_point start;
+    uint64_t connections = 0;
+    bool reported = false;
+  };
+  std::unordered_map<SourceKey, FloodWindow, SourceKeyHash> flood_windows;
+
+  struct RejectSummary {
+    uint64_t count = 0;
+    std::string first_remote;
+    std::set<std::string> sources;
+    std::set<std::string> limits;
+  } too_many_pending;
+  bool reject_summary_armed = false;
+  void emit_reject_summary();
+
+  // Metrics, looked up once.
+  Family<Counter>& stray_total;
+  Family<Counter>& rejections_total;
+  Family<Counter>& protocol_errors_total;
+  Histogram& duration_normal;
+  Histogram& duration_abnormal;
+  Gauge& pending_gauge;
+  Gauge& joined_gauge;
+  Counter& accepted_total;
+  Counter& floods_total;
+  Family<Counter>& accept_errors_total;
+};
+
+// One accepted mesh connection, from accept to close. Owned by the async
+// operations in flight (shared_ptr); the server holds a raw pointer until
+// finish(). Everything runs on the server's io thread.
+class MeshConnection : public DeadlineHook, public std::enable_shared_from_this<MeshConnection> {
+ public:
+  enum class Phase { tls_handshake, handshake, deciding, joined, closing, closed };
+
+  MeshConnection(MeshServer::Impl& server, tcp::socket socket, const tcp::endpoint& peer)
+      : server_(server), socket_(std::move(socket)), peer_(peer), source_(source_key(peer.address())), accepted_at_(SteadyClock::now()),
+        connected_at_(std::chrono::system_clock::now()) {}
+
+  void start();
+  void on_grace_expired();
+  void on_idle_timeout();
+  void on_linger_expired() { close_socket(); }
+  void send_heartbeat();
+  void abort_for_shutdown();
+
+  const SourceKey& source() const { return source_; }
+
+ private:
+  struct Handshake {  // created on the first byte: an idle connection has none
+    Handshake(const MeshServer::Impl& s)
+        : parser(s.settings.mesh.max_frame_bytes), machine(s.settings.node_id, s.settings.cluster_id) {}
+    mesh::FrameParser parser;
+    mesh::HandshakeMachine machine;
+  };
+
+  void read_more();
+  void leave_pending();
+  void on_bytes(const char* data, size_t n);
+  void on_peer_closed();
+  void on_frame(const mesh::Frame& frame);
+  void decide_join();
+  void on_decision(JoinDecision decision);
+  // `step`: where the handshake was when the error arrived (the machine
+  // has already moved to closed by the time it reports one).
+  void protocol_error(const mesh::FrameError& error, const std::optional<mesh::Message>& reply,
+                      std::string_view step);
+  void rejected(std::string_view reason, std::string_view detail);
+  void send(const mesh::Message& message, std::optional<uint8_t> version = std::nullopt);
+  void flush();
+  void close_after_reply(Outcome outcome);
+  void finish(Outcome outcome);
+  void close_socket();
+  std::string remote_addr() const { return format_endpoint(peer_); }
+  std::string local_addr() const;
+  std::string_view pending_step() const;
+  uint8_t frame_version() const;
+
+  MeshServer::Impl& server_;
+  tcp::socket socket_;
+  std::unique_ptr<ssl::stream<tcp::socket&>> tls_;
+  std::unique_ptr<char[]> tls_buffer_;
+  std::unique_ptr<Handshake> hs_;
+  tcp::endpoint peer_;
+  SourceKey source_;
+  SteadyClock::time_point accepted_at_;
+  std::chrono::system_clock::time_point connected_at_;
+  uint64_t bytes_in_ = 0;
+  uint64_t heartbeat_sequence_ = 0;
+  Phase phase_ = Phase::handshake;
+  Outcome outcome_ = Outcome::abnormal;
+  bool counted_pending_ = false;
+  bool registered_joined_ = false;
+  bool read_pending_ = false;
+  bool stray_reported_ = false;
+  bool writing_ = false;
+  bool finished_ = false;
+  std::string out_;       // frames waiting for the write in flight
+  std::string writing_buffer_;  // the write in flight
+};
+
+// ---- MeshServer::Impl ------------------------------------------------------
+
+MeshServer::Impl::Impl(MeshServerSettings s, EventBus& b, MetricsRegistry& m, MembershipAuthority& a)
+    : settings(std::move(s)), bus(b), membership(a), pending(io, settings.mesh.stray.grace_period, &MeshConnection::on_grace_expired),
+      joined(io, settings.session_timeout, &MeshConnection::on_idle_timeout),
+      closing(io, settings.linger, &MeshConnection::on_linger_expired),
+      stray_total(m.counter("controller_stray_connections_total",
+                            "Mesh connections that did not finish the join within the grace period.",
+                            {"action", "step"})),
+      rejections_total(m.counter("controller_connection_rejections_total",
+                                 "Mesh connections refused, by reason.", {"reason"})),
+      protocol_errors_total(m.counter("controller_protocol_errors_total",
+                                      "Mesh connections closed on a protocol error, by reason.", {"reason"})),
+      duration_normal(m.histogram("controller_connection_duration_seconds",
+                                  "Mesh connections from accept to close; normal = joined members, "
+                                  "abnormal = stray, rejected, protocol error.",
+                                  {"outcome"}, MetricsRegistry::duration_buckets())
+                          .with({"normal"})),
+      duration_abnormal(m.histogram("controller_connection_duration_seconds", "", {"outcome"},
+                                    MetricsRegistry::duration_buckets())
+                            .with({"abnormal"})),
+      pending_gauge(m.gauge("controller_mesh_connections", "Open mesh connections by state.", {"state"})
+                        .with({"pending"})),
+      joined_gauge(m.gauge("controller_mesh_connections", "", {"state"}).with({"joined"})),
+      accepted_total(m.counter("controller_mesh_accepted_connections_total", "TCP connections accepted on the mesh port.")
+                         .with({})),
+      floods_total(m.counter("controller_connection_floods_total",
+                             "Windows in which one source opened more than mesh.flood.max_connections_per_source "
+                             "connections.")
+                       .with({})),
+      accept_errors_total(m.counter("controller_mesh_accept_errors_total",
+                                    "Failed accept() calls on the mesh port, by errno name.", {"reason"})) {
+  const char* action = to_string(settings.mesh.stray.action).data();
+  for (const char* step : {"tls_handshake", "hello", "join", "membership"}) stray_total.with({action, step});
+}
+
+void MeshServer::Impl::accept_loop() {
+  acceptor.async_accept(accepting_peer, [this](const boost::system::error_code& ec, tcp::socket socket) {
+    if (stopping || ec == asio::error::operation_aborted) return;
+    if (ec) {
+      const char* name = ec.category() == boost::system::system_category() ? strerrorname_np(ec.value()) : nullptr;
+      accept_errors_total.with({name != nullptr ? name : ec.message()}).inc();
+      // Out of descriptors (or memory): back off instead of spinning; the
+      // connections waiting in the backlog are accepted once some close.
+      log_warn("mesh: accept failed: " + ec.message() + "; retrying in 100ms");
+      accept_retry.expires_after(kAcceptRetryDelay);
+      accept_retry.async_wait([this](const boost::system::error_code& e) {
+        if (!e && !stopping) accept_loop();
+      });
+      return;
+    }
+    on_accepted(std::move(socket), accepting_peer);
+    // Drain the backlog without a round trip through the reactor each time.
+    for (int i = 0; i < 64 && !stopping; ++i) {
+      boost::system::error_code e;
+      tcp::socket next(io);
+      acceptor.accept(next, accepting_peer, e);
+      if (e) break;
+      on_accepted(std::move(next), accepting_peer);
+    }
+    accept_loop();
+  });
+}
+
+// Counts connections per source and window; one connection/flood event per
+// window for a source over the limit.
+void MeshServer::Impl::count_for_flood(const asio::ip::address& address, const SourceKey& source) {
+  const auto now = SteadyClock::now();
+  auto& window = flood_windows[source];
+  if (window.connections == 0 || now - window.start >= settings.mesh.flood.window) {
+    window = FloodWindow{now, 0, false};
+  }
+  ++window.connections;
+  if (!flood_sweep_running) {
+    flood_sweep_running = true;
+    flood_sweep_timer.expires_after(settings.mesh.flood.window);
+    flood_sweep_timer.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec && !stopping) sweep_flood_windows();
+    });
+  }
+  if (window.connections > settings.mesh.flood.max_connections_per_source && !window.reported) {
+    window.reported = true;
+    floods_total.inc();
+    const std::string src = address.to_string();
+    log_warn("mesh: " + src + " opened more than " + std::to_string(settings.mesh.flood.max_connections_per_source) +
+             " connections within " + format_duration(settings.mesh.flood.window));
+    bus.emit("connection", "flood",
+             EventFields()
+                 .add("source", src)
+                 .add("connections", window.connections)
+                 .add("window", format_duration(settings.mesh.flood.window))
+                 .add("windowMs", static_cast<int64_t>(settings.mesh.flood.window.count()))
+                 .add("limit", settings.mesh.flood.max_connections_per_source));
+  }
+}
+
+void MeshServer::Impl::sweep_flood_windows() {
+  const auto now = SteadyClock::now();
+  for (auto it = flood_windows.begin(); it != flood_windows.end();) {
+    if (now - it->second.start >= settings.mesh.flood.window) {
+      it = flood_windows.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  flood_sweep_running = false;
+  if (!flood_windows.empty()) {
+    flood_sweep_running = true;
+    flood_sweep_timer.expires_after(settings.mesh.flood.window);
+    flood_sweep_timer.async_wait([this](const boost::system::error_code& ec) {
+      if (!ec && !stopping) sweep_flood_windows();
+    });
+  }
+}
+
+void MeshServer::Impl::on_accepted(tcp::socket socket, const tcp::endpoint& peer) {
+  accepted_total.inc();
+  const SourceKey source = source_key(peer.address());
+  count_for_flood(peer.address(), source);
+  if (pending_count >= settings.mesh.max_pending) {
+    refuse_too_many_pending(socket, peer, "max_pending");
+    return;
+  }
+  const auto per_source = pending_per_source.find(source);
+  if (per_source != pending_per_source.end() && per_source->second >= settings.mesh.max_pending_per_source) {
+    refuse_too_many_pending(socket, peer, "max_pending_per_source");
+    return;
+  }
+  auto connection = std::make_shared<MeshConnection>(*this, std::move(socket), peer);
+  connection->start();
+}
+
+void MeshServer::Impl::refuse_too_many_pending(tcp::socket& socket, const tcp::endpoint& peer,
+                                               std::string_view limit) {
+  rejections_total.with({"too_many_pending"}).inc();
+  duration_abnormal.observe(0);
+  if (!tls) {
+    // Best effort, never waits: a real joining node learns why; a flood
+    // does not get to hold the server's attention.
+    const std::string frame =
+        mesh::encode(mesh::Rejected{"too_many_pending", std::string(limit) + " reached; try again later"});
+    boost::system::error_code ec;
+    socket.non_blocking(true, ec);
+    socket.write_some(asio::buffer(frame), ec);
+  }
+  boost::system::error_code ignored;
+  socket.close(ignored);
+  // One summary event per period, not one per connection.
+  ++too_many_pending.count;
+  if (too_many_pending.first_remote.empty()) too_many_pending.first_remote = format_endpoint(peer);
+  if (too_many_pending.sources.size() < kSummarySourcesShown) too_many_pending.sources.insert(peer.address().to_string());
+  too_many_pending.limits.insert(std::string(limit));
+  if (!reject_summary_armed) {
+    reject_summary_armed = true;
+    reject_summary_timer.expires_after(kRejectSummaryPeriod);
+    reject_summary_timer.async_wait([this](const boost::system::error_code&) { emit_reject_summary(); });
+  }
+}
+
+void MeshServer::Impl::emit_reject_summary() {
+  reject_summary_armed = false;
+  if (too_many_pending.count == 0) return;
+  RejectSummary summary = std::exchange(too_many_pending, RejectSummary{});
+  log_warn("mesh: refused " + std::to_string(summary.count) + " connection(s) in the last second: too many pending (" +
+           *summary.limits.begin() + ")");
+  bus.emit("connection", "rejected",
+           EventFields()
+               .add("remoteAddr", summary.first_remote)
+               .add("reason", "too_many_pending")
+               .add("detail", "limit reached: " + join_list(summary.limits))
+               .add("count", summary.count)
+               .add_raw("sources", join_list(summary.sources))
+               .add("periodMs", static_cast<int64_t>(
+                                    std::chrono::duration_cast<std::chrono::milliseconds>(kRejectSummaryPeriod).count())));
+}
+
+void MeshServer::Impl::enter(PhaseDeadlines& phase, MeshConnection& connection) {
+  if (phase.queue.push(connection, SteadyClock::now())) arm(phase);
+}
+
+void MeshServer::Impl::arm(PhaseDeadlines& phase) {
+  const auto next = phase.queue.next_deadline();
+  if (!next) return;
+  // A timer armed at or before the front's deadline fires in time and
+  // re-arms itself, so most insertions cost no timer operation at all.
+  if (phase.armed_at != SteadyClock::time_point{} && phase.armed_at <= *next) return;
+  phase.armed_at = *next;
+  phase.timer.expires_at(*next);
+  phase.timer.async_wait([this, &phase](const boost::system::error_code& ec) {
+    if (ec == asio::error::operation_aborted || stopping) return;
+    phase.armed_at = SteadyClock::time_point{};
+    expire(phase);
+  });
+}
+
+void MeshServer::Impl::expire(PhaseDeadlines& phase) {
+  const auto now = SteadyClock::now();
+  while (DeadlineHook* hook = phase.queue.pop_expired(now)) (static_cast<MeshConnection*>(hook)->*phase.on_expired)();
+  arm(phase);
+}
+
+void MeshServer::Impl::send_heartbeats() {
+  heartbeat_running = false;
+  if (joined_by_id.empty() || stopping) return;
+  for (const auto& [id, connection] : joined_by_id) connection->send_heartbeat();
+  heartbeat_running = true;
+  heartbeat_timer.expires_after(settings.heartbeat);
+  heartbeat_timer.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec) send_heartbeats();
+  });
+}
+
+void MeshServer::Impl::stop_on_io_thread() {
+  stopping = true;
+  boost::system::error_code ignored;
+  acceptor.close(ignored);
+  for (auto* timer : {&accept_retry, &pending.timer, &joined.timer, &closing.timer, &heartbeat_timer,
+                      &flood_sweep_timer, &reject_summary_timer}) {
+    timer->cancel();
+  }
+  emit_reject_summary();
+  // abort_for_shutdown() erases from `connections`.
+  while (!connections.empty()) (*connections.begin())->abort_for_shutdown();
+}
+
+// ---- MeshConnection --------------------------------------------------------
+
+void MeshConnection::start() {
+  server_.connections.insert(this);
+  counted_pending_ = true;
+  ++server_.pending_count;
+  ++server_.pending_per_source[source()];
+  server_.pending_gauge.add(1);
+  server_.enter(server_.pending, *this);
+
+  boost::system::error_code ec;
+  socket_.set_option(tcp::no_delay(true), ec);
+  socket_.non_blocking(true, ec);
+  if (server_.tls) {
+    phase_ = Phase::tls_handshake;
+    tls_ = std::make_unique<ssl::stream<tcp::socket&>>(socket_, *server_.tls);
+    tls_->async_handshake(ssl::stream_base::server, [self = shared_from_this()](const boost::system::error_code& e) {
+      if (self->phase_ != Phase::tls_handshake) return;  // closed meanwhile (stray, shutdown)
+      if (e) {
+        self->rejected("tls_failed", "TLS handshake failed: " + e.message());
+        return;
+      }
+      self->phase_ = Phase::handshake;
+      self->read_more();
+    });
+    return;
+  }
+  read_more();
+}
+
+void MeshConnection::read_more() {
+  if (phase_ >= Phase::closed || read_pending_) return;
+  read_pending_ = true;
+  if (tls_) {
+    if (!tls_buffer_) tls_buffer_.reset(new char[kTlsReadBufferBytes]);
+    tls_->async_read_some(asio::buffer(tls_buffer_.get(), kTlsReadBufferBytes),
+                          [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
+                            self->read_pending_ = false;
+                            if (self->phase_ >= Phase::closed) return;
+                            if (n > 0) self->on_bytes(self->tls_buffer_.get(), n);
+                            if (self->phase_ >= Phase::closed) return;
+                            if (ec) {
+                              self->on_peer_closed();
+                              return;
+                            }
+                            self->read_more();
+                          });
+    return;
+  }
+  // Plain TCP: wait for readability, then read into the thread's shared
+  // buffer, so an idle connection owns no buffer at all.
+  socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](const boost::system::error_code& ec) {
+    self->read_pending_ = false;
+    if (self->phase_ >= Phase::closed) return;
+    if (ec) {
+      self->on_peer_closed();
+      return;
+    }
+    for (;;) {
+      boost::system::error_code e;
+      const size_t n = self->socket_.read_some(asio::buffer(self->server_.read_buffer.get(), kSharedReadBufferBytes), e);
+      if (n > 0) self->on_bytes(self->server_.read_buffer.get(), n);
+      if (self->phase_ >= Phase::closed) return;
+      if (e == asio::error::would_block || e == asio::error::try_again) break;
+      if (e) {
+        self->on_peer_closed();
+        return;
+      }
+      if (n < kSharedReadBufferBytes) break;
+    }
+    self->read_more();
+  });
+}
+
+void MeshConnection::on_bytes(const char* data, size_t n) {
+  bytes_in_ += n;
+  if (phase_ == Phase::closing) return;  // lingering: drain and discard
+  if (!hs_) hs_ = std::make_unique<Handshake>(server_);
+  std::string_view in(data, n);
+  while (phase_ < Phase::closing) {
+    const auto result = hs_->parser.feed(in);
+    in.remove_prefix(result.consumed);
+    if (result.has_frame()) {
+      on_frame(result.frame);
+      continue;
+    }
+    if (result.failed()) protocol_error(result.error, mesh::error_reply(result.error), pending_step());
+    break;
+  }
+}
+
+void MeshConnection::on_peer_closed() {
+  if (phase_ == Phase::closing) {
+    close_socket();
+    return;
+  }
+  if (hs_ && !hs_->parser.failed()) {
+    if (const auto error = hs_->parser.finish()) {  // the peer left mid-frame
+      protocol_error(*error, std::nullopt, pending_step());
+      return;
+    }
+  }
+  if (phase_ == Phase::joined) log_info("mesh: member " + hs_->machine.peer_node_id() + " closed its session");
+  finish(phase_ == Phase::joined ? Outcome::normal : Outcome::abnormal);
+  close_socket();
+}
+
+void MeshConnection::on_frame(const mesh::Frame& frame) {
+  const std::string_view step = pending_step();
+  const auto outcome = hs_->machine.on_frame(frame);
+  if (phase_ == Phase::joined) server_.joined.queue.touch(*this, SteadyClock::now());
+  using Kind = mesh::HandshakeOutcome::Kind;
+  switch (outcome.kind) {
+    case Kind::none:
+      return;
+    case Kind::reply:
+      send(*outcome.reply);
+      return;
+    case Kind::decide:
+      decide_join();
+      return;
+    case Kind::rejected: {
+      const auto& r = std::get<mesh::Rejected>(*outcome.reply);
+      rejected(r.reason, r.detail);
+      return;
+    }
+    case Kind::protocol_error:
+      protocol_error(*outcome.error, outcome.reply, step);
+      return;
+  }
+}
+
+void MeshConnection::decide_join() {
+  const auto& machine = hs_->machine;
+  if (!join_token_matches(machine.join().token, server_.settings.join_token)) {
+    rejected("bad_token", "the join token does not match");
+    return;
+  }
+  if (server_.joined_by_id.count(machine.peer_node_id()) != 0) {
+    rejected("duplicate_id", "node id " + machine.peer_node_id() + " already has a joined session");
+    return;
+  }
+  phase_ = Phase::deciding;
+  JoinRequest request{machine.peer_node_id(), remote_addr(), machine.join().raft_addr};
+  std::weak_ptr<MeshConnection> weak = shared_from_this();
+  server_.membership.decide(request, [weak, &io = server_.io](JoinDecision decision) {
+    asio::post(io, [weak, decision = std::move(decision)]() mutable {
+      if (auto self = weak.lock()) self->on_decision(std::move(decision));
+    });
+  });
+}
+
+void MeshConnection::on_decision(JoinDecision decision) {
+  const std::string node_id = hs_->machine.peer_node_id();
+  if (phase_ != Phase::deciding) {  // stray-closed or shut down while deciding
+    if (decision.kind == JoinDecision::Kind::accept) server_.membership.session_ended(node_id);
+    return;
+  }
+  switch (decision.kind) {
+    case JoinDecision::Kind::reject:
+      rejected(decision.reason, decision.detail);
+      return;
+    case JoinDecision::Kind::redirect:
+      send(hs_->machine.redirect(std::move(decision.redirect)));
+      log_info("mesh: redirected join of " + node_id + " from " + remote_addr() + " to the leader");
+      close_after_reply(Outcome::normal);
+      return;
+    case JoinDecision::Kind::accept:
+      break;
+  }
+  if (server_.joined_by_id.count(node_id) != 0) {  // raced with another session of the same id
+    server_.membership.session_ended(node_id);
+    rejected("duplicate_id", "node id " + node_id + " already has a joined session");
+    return;
+  }
+  send(hs_->machine.accept(std::move(decision.accepted)));
+  phase_ = Phase::joined;
+  leave_pending();
+  registered_joined_ = true;
+  server_.joined_gauge.add(1);
+  server_.joined_by_id[node_id] = this;
+  server_.enter(server_.joined, *this);
+  if (!server_.heartbeat_running) server_.send_heartbeats();
+  log_info("mesh: node " + node_id + " joined from " + remote_addr() + " (raft " + hs_->machine.join().raft_addr +
+           ", after " + std::to_string(static_cast<int64_t>(seconds_since(accepted_at_) * 1000)) + " ms)");
+}
+
+void MeshConnection::on_grace_expired() {
+  if (stray_reported_ || phase_ >= Phase::joined) return;
+  stray_reported_ = true;
+  const auto& stray = server_.settings.mesh.stray;
+  const std::string_view action = to_string(stray.action);
+  const std::string_view step = pending_step();
+  server_.stray_total.with({std::string(action), std::string(step)}).inc();
+
+  EventFields fields;
+  fields.add("remoteAddr", remote_addr())
+      .add("localAddr", local_addr())
+      .add("connectedAt", format_rfc3339(connected_at_))
+      .add("pendingStep", step);
+  std::optional<uint8_t> version;
+  if (hs_) version = hs_->machine.protocol_version() ? hs_->machine.protocol_version() : hs_->parser.peer_version();
+  if (version) {
+    fields.add("protocolVersion", static_cast<int64_t>(*version));
+  } else {
+    fields.add_null("protocolVersion");
+  }
+  if (hs_ && !hs_->machine.peer_node_id().empty()) fields.add("nodeId", hs_->machine.peer_node_id());
+  fields.add("graceMs", static_cast<int64_t>(stray.grace_period.count()))
+      .add("action", action)
+      .add("bytesIn", bytes_in_);
+  server_.bus.emit("connection", "stray", fields);
+
+  if (stray.action != StrayAction::none) {
+    log_message(stray.log_level,
+                "mesh: stray connection from " + remote_addr() + ": no join within " + format_duration(stray.grace_period) +
+                    " (stalled at " + std::string(step) + ", " + std::to_string(bytes_in_) + " bytes in)" +
+                    (stray.action == StrayAction::disconnect ? "; disconnecting" : "; keeping it open"));
+  }
+  if (stray.action == StrayAction::disconnect) {
+    finish(Outcome::abnormal);
+    close_socket();
+  }
+}
+
+void MeshConnection::on_idle_timeout() {
+  if (phase_ != Phase::joined) return;
+  log_warn("mesh: member " + hs_->machine.peer_node_id() + " at " + remote_addr() + " silent for " +
+           format_duration(std::chrono::duration_cast<Duration>(server_.settings.session_timeout)) +
+           "; closing its session");
+  finish(Outcome::normal);
+  close_socket();
+}
+
+void MeshConnection::send_heartbeat() {
+  if (phase_ != Phase::joined) return;
+  send(mesh::Heartbeat{0, ++heartbeat_sequence_});
+}
+
+void MeshConnection::abort_for_shutdown() {
+  finish(phase_ == Phase::joined ? Outcome::normal : Outcome::abnormal);
+  close_socket();
+}
+
+void MeshConnection::protocol_error(const mesh::FrameError& error, const std::optional<mesh::Message>& reply,
+                                    std::string_view step) {
+  const std::string_view reason = mesh::to_string(error.error);
+  server_.protocol_errors_total.with({std::string(reason)}).inc();
+  EventFields fields;
+  fields.add("remoteAddr", remote_addr())
+      .add("localAddr", local_addr())
+      .add("reason", reason)
+      .add("offset", error.offset)
+      .add("detail", error.detail)
+      .add("pendingStep", step);
+  if (!hs_->machine.peer_node_id().empty()) fields.add("nodeId", hs_->machine.peer_node_id());
+  fields.add("bytesIn", bytes_in_);
+  server_.bus.emit("connection", "protocol_error", fields);
+  log_info("mesh: protocol error from " + remote_addr() + ": " + std::string(reason) + " at offset " +
+           std::to_string(error.offset) + ": " + error.detail);
+  // Error replies carry version 1: their layouts never change, so any
+  // client can read them whatever it negotiated.
+  if (reply) send(*reply, mesh::kLowestVersion);
+  close_after_reply(phase_ == Phase::joined ? Outcome::normal : Outcome::abnormal);
+}
+
+void MeshConnection::rejected(std::string_view reason, std::string_view detail) {
+  const bool before_tls = phase_ == Phase::tls_handshake;
+  server_.rejections_total.with({std::string(reason)}).inc();
+  EventFields fields;
+  fields.add("remoteAddr", remote_addr()).add("localAddr", local_addr());
+  if (hs_ && !hs_->machine.peer_node_id().empty()) {
+    fields.add("nodeId", hs_->machine.peer_node_id());
+  } else {
+    fields.add_null("nodeId");
+  }
+  fields.add("reason", reason).add("detail", detail);
+  server_.bus.emit("connection", "rejected", fields);
+  log_warn("mesh: rejected " + remote_addr() +
+           (hs_ && !hs_->machine.peer_node_id().empty() ? " (node " + hs_->machine.peer_node_id() + ")" : "") + ": " +
+           std::string(reason) + (detail.empty() ? "" : ": " + std::string(detail)));
+  if (before_tls) {  // nothing can be sent without a TLS session
+    finish(Outcome::abnormal);
+    close_socket();
+    return;
+  }
+  {
+    // The machine already built the Rejected for its own refusals; build it
+    // here for the server's (token, duplicate, membership, TLS).
+    if (hs_ && hs_->machine.state() != mesh::HandshakeMachine::State::closed) {
+      send(hs_->machine.reject(std::string(reason), std::string(detail)));
+    } else {
+      send(mesh::Rejected{std::string(reason), std::string(detail)});
+    }
+  }
+  close_after_reply(Outcome::abnormal);
+}
+
+void MeshConnection::send(const mesh::Message& message, std::optional<uint8_t> version) {
+  out_ += mesh::encode(message, version.value_or(frame_version()));
+  if (out_.size() > kMaxQueuedOutputBytes) {
+    log_warn("mesh: " + remote_addr() + " is not reading its frames; closing the session");
+    finish(phase_ == Phase::joined ? Outcome::normal : Outcome::abnormal);
+    close_socket();
+    return;
+  }
+  if (!writing_) flush();
+}
+
+void MeshConnection::flush() {
+  if (out_.empty() || phase_ == Phase::closed) return;
+  writing_ = true;
+  writing_buffer_.clear();
+  writing_buffer_.swap(out_);
+  auto done = [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
+    self->writing_ = false;
+    if (self->phase_ == Phase::closed) return;
+    if (ec) {
+      self->finish(self->phase_ == Phase::joined ? Outcome::normal : Outcome::abnormal);
+      self->close_socket();
+      return;
+    }
+    if (!self->out_.empty()) {
+      self->flush();
+    } else if (self->phase_ == Phase::closing) {
+      self->close_after_reply(self->outcome_);
+    }
+  };
+  if (tls_) {
+    asio::async_write(*tls_, asio::buffer(writing_buffer_), std::move(done));
+  } else {
+    asio::async_write(socket_, asio::buffer(writing_buffer_), std::move(done));
+  }
+}
+
+void MeshConnection::close_after_reply(Outcome outcome) {
+  if (phase_ == Phase::closed) return;
+  outcome_ = outcome;
+  finish(outcome);
+  phase_ = Phase::closing;
+  if (writing_) return;  // flush() comes back here
+  // Half-close so the peer reads the reply and an EOF; keep draining what it
+  // still sends (bounded by the linger queue), so closing never turns into a
+  // reset that would discard the reply on the peer's side.
+  boost::system::error_code ignored;
+  socket_.shutdown(tcp::socket::shutdown_send, ignored);
+  if (queue == &server_.closing.queue) return;
+  server_.enter(server_.closing, *this);
+  read_more();  // to EOF, discarding
+}
+
+void MeshConnection::leave_pending() {
+  if (!counted_pending_) return;
+  counted_pending_ = false;
+  --server_.pending_count;
+  auto it = server_.pending_per_source.find(source());
+  if (it != server_.pending_per_source.end() && --it->second == 0) server_.pending_per_source.erase(it);
+  server_.pending_gauge.add(-1);
+}
+
+// Accounting, exactly once per connection: gauges, duration, registries.
+void MeshConnection::finish(Outcome outcome) {
+  if (finished_) return;
+  finished_ = true;
+  leave_pending();
+  if (registered_joined_) {
+    registered_joined_ = false;
+    const std::string& id = hs_->machine.peer_node_id();
+    server_.joined_by_id.erase(id);
+    server_.joined_gauge.add(-1);
+    server_.membership.session_ended(id);
+  }
+  server_.pending.queue.remove(*this);
+  server_.joined.queue.remove(*this);
+  (outcome == Outcome::normal ? server_.duration_normal : server_.duration_abnormal).observe(seconds_since(accepted_at_));
+}
+
+void MeshConnection::close_socket() {
+  finish(Outcome::abnormal);  // no-op when already accounted
+  phase_ = Phase::closed;
+  server_.pending.queue.remove(*this);
+  server_.joined.queue.remove(*this);
+  server_.closing.queue.remove(*this);
+  server_.connections.erase(this);
+  boost::system::error_code ignored;
+  socket_.close(ignored);
+}
+
+std::string MeshConnection::local_addr() const {
+  boost::system::error_code ec;
+  const auto local = socket_.local_endpoint(ec);
+  return ec ? server_.local_address : format_endpoint(local);
+}
+
+std::string_view MeshConnection::pending_step() const {
+  if (phase_ == Phase::tls_handshake) return step_name_tls();
+  if (!hs_) return "hello";
+  const auto step = hs_->machine.pending_step();
+  return step.empty() ? std::string_view("joined") : step;
+}
+
+uint8_t MeshConnection::frame_version() const {
+  if (hs_ && hs_->machine.protocol_version()) return *hs_->machine.protocol_version();
+  return mesh::kLowestVersion;
+}
+
+// ---- MeshServer --------------------------------------------------------------
+
+MeshServer::MeshServer(MeshServerSettings settings, EventBus& bus, MetricsRegistry& metrics,
+                       MembershipAuthority& membership)
+    : impl_(std::make_unique<Impl>(std::move(settings), bus, metrics, membership)) {}
+
+MeshServer::~MeshServer() { stop(); }
+
+void MeshServer::listen() {
+  Impl& s = *impl_;
+  const auto& tls = s.settings.mesh.tls;
+  if (tls.enabled()) {
+    // OpenSSL's own message for a missing file is unhelpful; say which one.
+    for (const std::string* file : {&tls.cert_file, &tls.key_file, &tls.ca_file}) {
+      if (!file->empty() && ::access(file->c_str(), R_OK) != 0) {
+        throw std::runtime_error("mesh.tls: cannot read " + *file + ": " + std::strerror(errno));
+      }
+    }
+    try {
+      ssl::context context(ssl::context::tls_server);
+      context.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                          ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+      context.use_certificate_chain_file(tls.cert_file);
+      context.use_private_key_file(tls.key_file, ssl::context::pem);
+      if (!tls.ca_file.empty()) context.load_verify_file(tls.ca_file);
+      if (tls.require_client_cert) {
+        context.set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+      } else if (!tls.ca_file.empty()) {
+        context.set_verify_mode(ssl::verify_peer);
+      }
+      s.tls.emplace(std::move(context));
+    } catch (const boost::system::system_error& e) {
+      throw std::runtime_error("mesh.tls: cannot load certificate, key or CA (" + tls.cert_file + ", " + tls.key_file +
+                               (tls.ca_file.empty() ? "" : ", " + tls.ca_file) + "): " + e.code().message());
+    }
+  }
+  const auto endpoint = resolve_listen_address(s.settings.mesh.listen);
+  boost::system::error_code ec;
+  s.acceptor.open(endpoint.protocol(), ec);
+  if (!ec) s.acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) s.acceptor.bind(endpoint, ec);
+  if (!ec) s.acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (!ec) s.acceptor.non_blocking(true, ec);
+  if (ec) throw std::runtime_error("cannot listen on mesh address " + s.settings.mesh.listen + ": " + ec.message());
+  s.local_address = format_endpoint(s.acceptor.local_endpoint());
+}
+
+std::string MeshServer::local_address() const { return impl_->local_address; }
+
+void MeshServer::start() {
+  Impl& s = *impl_;
+  s.accept_loop();
+  s.thread = std::thread([&s] {
+    for (;;) {
+      try {
+        s.io.run();
+        return;
+      } catch (const std::exception& e) {
+        // One connection's bug must not take the mesh port down.
+        log_error(std::string("mesh: unexpected error, continuing: ") + e.what());
+      }
+    }
+  });
+}
+
+void MeshServer::stop() {
+  Impl& s = *impl_;
+  if (!s.thread.joinable()) return;
+  asio::post(s.io, [&s] { s.stop_on_io_thread(); });
+  s.thread.join();
+}
+
+}  // namespace zctl

@@ -1,0 +1,66 @@
+// The mesh port: accepts peer connections, runs the join handshake
+// (man/zctl-protocol.7) under the stray grace period, keeps joined sessions
+// alive with heartbeats, and reports everything that goes wrong as events
+// (connection/stray, rejected, protocol_error, flood) and metrics.
+//
+// Threads: the server runs on its own thread and io_context, so a flood of
+// connections, deadline handling and stray reporting never compete with the
+// admin API; events go to the EventBus from that thread. Membership
+// decisions may complete on any thread; they are posted back.
+//
+// Lifecycle: construct -> listen() (binds, loads TLS; throws) -> start()
+// (starts the thread) -> stop() (closes the listener and every connection,
+// joins the thread; idempotent, also run by the destructor).
+//
+// Memory: a pending connection that has sent nothing holds its socket, a
+// few timestamps and a deadline hook -- no read buffer (plain TCP reads
+// into one buffer shared by the thread) and no parser until its first byte.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "zctl/core/config.hpp"
+
+namespace zctl {
+
+class EventBus;
+class MetricsRegistry;
+class MembershipAuthority;
+
+struct MeshServerSettings {
+  MeshConfig mesh;
+  std::string node_id;
+  std::string cluster_id;
+  std::string join_token;  // empty: joins need no token
+  Duration session_timeout{std::chrono::seconds(1)};      // joined: close when silent this long
+  Duration heartbeat{std::chrono::milliseconds(100)};     // joined: send a heartbeat this often
+  Duration linger{std::chrono::seconds(2)};               // after a refusal: drain the peer this long
+};
+
+class MeshServer {
+ public:
+  MeshServer(MeshServerSettings settings, EventBus& bus, MetricsRegistry& metrics, MembershipAuthority& membership);
+  ~MeshServer();
+  MeshServer(const MeshServer&) = delete;
+  MeshServer& operator=(const MeshServer&) = delete;
+
+  // Binds mesh.listen and loads mesh.tls. Throws std::runtime_error with
+  // the address (or file) and the reason.
+  void listen();
+  std::string local_address() const;  // after listen(): "127.0.0.1:6262"
+
+  void start();
+  void stop();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// Constant-time comparison of a presented join token with the expected one
+// (lengths are hidden too). Exposed for tests.
+bool join_token_matches(const std::string& presented, const std::string& expected);
+
+}  // namespace zctl

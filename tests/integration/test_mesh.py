@@ -1,0 +1,529 @@
+#!/usr/bin/env python3
+"""The mesh port through real sockets: the join handshake, stray connections
+under every action, protocol errors with their replies, refusals, limits,
+flood detection, joined sessions and TLS with certificates made by openssl.
+
+Frames are built here from man/zctl-protocol.7, independently of the C++
+encoder, so the tests check the documented wire format."""
+
+import os
+import re
+import socket
+import ssl
+import struct
+import subprocess
+import time
+
+from harness import NodeTestCase, http_get, main, wait_for
+
+GRACE_MS = 600
+TOLERANCE = 0.4  # seconds a close may come after the deadline on a loaded 2-core machine
+RFC3339_NANO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}[+-]\d{2}:\d{2}$")
+
+HELLO, HELLO_ACK, JOIN, ACCEPTED, REJECTED, VERSIONS, HEARTBEAT, HEARTBEAT_ACK = range(1, 9)
+
+
+def frame(msg_type, body, version=1, flags=0, magic=b"ZCTL"):
+    return magic + bytes([version, msg_type]) + struct.pack(">HI", flags, len(body)) + body
+
+
+def s(text):
+    data = text.encode() if isinstance(text, str) else text
+    return struct.pack(">H", len(data)) + data
+
+
+def hello(node_id="p1", cluster="zctl", lo=1, hi=1):
+    return frame(HELLO, bytes([lo, hi]) + s(node_id) + s(cluster))
+
+
+def join(token="", raft="127.0.0.1:7001"):
+    return frame(JOIN, s(raft) + s(token))
+
+
+def read_frames(sock, timeout=3.0):
+    """Reads until EOF (or timeout) and returns (frames, closed, seconds until EOF)."""
+    sock.settimeout(timeout)
+    data = b""
+    closed = False
+    start = time.monotonic()
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                closed = True
+                break
+            data += chunk
+    except socket.timeout:
+        pass
+    except ConnectionResetError:
+        closed = True
+    return parse_frames(data), closed, time.monotonic() - start
+
+
+def read_one_frame(sock, timeout=3.0):
+    sock.settimeout(timeout)
+    header = recv_exact(sock, 12)
+    length = struct.unpack(">I", header[8:12])[0]
+    return parse_frames(header + recv_exact(sock, length))[0]
+
+
+def recv_exact(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise AssertionError(f"connection closed after {len(data)} of {n} bytes")
+        data += chunk
+    return data
+
+
+def parse_frames(data):
+    frames = []
+    while len(data) >= 12:
+        assert data[:4] == b"ZCTL", data
+        length = struct.unpack(">I", data[8:12])[0]
+        frames.append((data[5], data[12:12 + length]))
+        data = data[12 + length:]
+    return frames
+
+
+def parse_str(body, offset):
+    n = struct.unpack(">H", body[offset:offset + 2])[0]
+    return body[offset + 2:offset + 2 + n].decode(), offset + 2 + n
+
+
+def rejected_reason(body):
+    reason, offset = parse_str(body, 0)
+    detail, _ = parse_str(body, offset)
+    return reason, detail
+
+
+def metric(text, name, **labels):
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = "^" + re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" (\S+)$"
+    m = re.search(pattern, text, re.M)
+    return float(m.group(1)) if m else None
+
+
+class MeshTestCase(NodeTestCase):
+    token = "join-s3cret"
+
+    def start_node(self, mesh_extra="", cluster_extra="", node_id="n1", stray_action="disconnect", grace_ms=GRACE_MS):
+        token_file = os.path.join(self.workdir, "token")
+        with open(token_file, "w") as f:
+            f.write(self.token + "\n")
+        config = f"""
+mesh:
+  join_token_file: {token_file}
+  stray: {{ grace_period: {grace_ms}ms, action: {stray_action}, log_level: warn }}
+{mesh_extra}
+cluster:
+  id: zctl
+  election_timeout: 1s
+  heartbeat: 100ms
+{cluster_extra}
+"""
+        node = self.node(node_id, config=config).start()
+        self.assertIsNotNone(node.mesh_address, node.stdout())
+        return node
+
+    def connect(self, node):
+        sock = socket.create_connection(node.mesh_address, timeout=5)
+        self.addCleanup(sock.close)
+        return sock
+
+    def events_of(self, node, event_type, count=1, timeout=10, reason=None):
+        """Waits until `count` connection/<event_type> events (with `reason`, if given) are on disk."""
+        def found():
+            got = [e for e in node.events() if e["namespace"] == "connection" and e["eventType"] == event_type
+                   and (reason is None or e.get("reason") == reason)]
+            return got if len(got) >= count else None
+
+        return wait_for(found, timeout=timeout, what=f"{count} connection/{event_type} event(s)")
+
+    def metrics(self, node):
+        status, _, body = node.get("/metrics")
+        self.assertEqual(status, 200)
+        return body
+
+    def assert_good_join(self, node, node_id="good1"):
+        """After whatever a test did, a well-behaved peer still joins."""
+        sock = self.connect(node)
+        sock.sendall(hello(node_id) + join(self.token))
+        t, body = read_one_frame(sock)
+        self.assertEqual(t, HELLO_ACK)
+        t, body = read_one_frame(sock)
+        self.assertEqual(t, ACCEPTED, body)
+        leader, _ = parse_str(body, 0)
+        self.assertEqual(leader, node.node_id)
+        sock.close()
+
+
+class StrayTest(MeshTestCase):
+    def test_idle_connection_is_a_stray_with_every_field_and_is_closed_at_the_deadline(self):
+        node = self.start_node()
+        sock = self.connect(node)
+        local_port = sock.getsockname()[1]
+        frames, closed, took = read_frames(sock, timeout=5)
+        self.assertTrue(closed)
+        self.assertEqual(frames, [], "a stray is closed without a frame")
+        self.assertGreaterEqual(took, GRACE_MS / 1000 - 0.05)
+        self.assertLess(took, GRACE_MS / 1000 + TOLERANCE)
+        (event,) = self.events_of(node, "stray")
+        self.assertEqual(event["remoteAddr"], f"127.0.0.1:{local_port}")
+        self.assertEqual(event["localAddr"], f"{node.mesh_address[0]}:{node.mesh_address[1]}")
+        self.assertRegex(event["connectedAt"], RFC3339_NANO)
+        self.assertEqual(event["pendingStep"], "hello")
+        self.assertIsNone(event["protocolVersion"])
+        self.assertNotIn("nodeId", event)
+        self.assertEqual(event["graceMs"], GRACE_MS)
+        self.assertEqual(event["action"], "disconnect")
+        self.assertEqual(event["bytesIn"], 0)
+        self.assertRegex(node.stderr(), r"warning mesh: stray connection from 127\.0\.0\.1:%d" % local_port)
+        m = self.metrics(node)
+        self.assertEqual(metric(m, "controller_stray_connections_total", action="disconnect", step="hello"), 1)
+        self.assertEqual(metric(m, "controller_connection_duration_seconds_count", outcome="abnormal"), 1)
+        self.assertEqual(metric(m, "controller_mesh_connections", state="pending"), 0)
+        self.assert_good_join(node)
+
+    def test_hello_without_join_is_a_stray_at_join_with_version_and_node_id(self):
+        node = self.start_node()
+        sock = self.connect(node)
+        sock.sendall(hello("lazy1"))
+        frames, closed, _ = read_frames(sock, timeout=5)
+        self.assertTrue(closed)
+        self.assertEqual([t for t, _ in frames], [HELLO_ACK])
+        (event,) = self.events_of(node, "stray")
+        self.assertEqual((event["pendingStep"], event["protocolVersion"], event["nodeId"], event["bytesIn"]),
+                         ("join", 1, "lazy1", len(hello("lazy1"))))
+        self.assertEqual(
+            metric(self.metrics(node), "controller_stray_connections_total", action="disconnect", step="join"), 1)
+
+    def test_half_a_frame_and_a_dribbling_sender_are_bound_by_the_same_deadline(self):
+        node = self.start_node()
+        partial = self.connect(node)
+        partial.sendall(hello()[:9])  # magic and version arrived, the rest never does
+        dribbler = self.connect(node)
+        data = hello("drib1")
+        start = time.monotonic()
+        for i in range(len(data) - 1):  # one byte every 50 ms: always active, never done
+            if time.monotonic() - start > GRACE_MS / 1000 + TOLERANCE:
+                break
+            try:
+                dribbler.sendall(data[i:i + 1])
+            except OSError:
+                break
+            time.sleep(0.05)
+        for sock in (partial, dribbler):
+            _, closed, _ = read_frames(sock, timeout=3)
+            self.assertTrue(closed)
+        events = self.events_of(node, "stray", count=2)
+        by_bytes = sorted(events, key=lambda e: e["bytesIn"])
+        self.assertEqual((by_bytes[0]["pendingStep"], by_bytes[0]["bytesIn"], by_bytes[0]["protocolVersion"]),
+                         ("hello", 9, 1))
+        self.assertEqual(by_bytes[1]["pendingStep"], "hello")
+        self.assertGreater(by_bytes[1]["bytesIn"], 9)
+        self.assert_good_join(node)
+
+    def test_action_log_and_none_keep_the_connection_and_emit_once(self):
+        for action in ("log", "none"):
+            with self.subTest(action=action):
+                node = self.start_node(stray_action=action, node_id=f"keep-{action}")
+                sock = self.connect(node)
+                (event,) = self.events_of(node, "stray")
+                self.assertEqual(event["action"], action)
+                time.sleep(2 * GRACE_MS / 1000)  # two more grace periods: no second event, still open
+                self.assertEqual(len(self.events_of(node, "stray")), 1)
+                sock.settimeout(0.2)
+                with self.assertRaises(socket.timeout):
+                    sock.recv(1)  # still open: nothing to read, no EOF
+                m = self.metrics(node)
+                self.assertEqual(metric(m, "controller_stray_connections_total", action=action, step="hello"), 1)
+                self.assertEqual(metric(m, "controller_mesh_connections", state="pending"), 1)
+                logged = "stray connection from" in node.stderr()
+                self.assertEqual(logged, action == "log")
+                # A kept stray may still finish its join.
+                sock.sendall(hello(f"late-{action}") + join(self.token))
+                self.assertEqual(read_one_frame(sock)[0], HELLO_ACK)
+                self.assertEqual(read_one_frame(sock)[0], ACCEPTED)
+                node.stop()
+
+
+class ProtocolErrorTest(MeshTestCase):
+    def expect_error(self, node, payload, reason, offset, reply, close_write=False):
+        sock = self.connect(node)
+        sock.sendall(payload)
+        if close_write:
+            sock.shutdown(socket.SHUT_WR)
+        frames, closed, took = read_frames(sock)
+        self.assertTrue(closed, f"{reason}: the node must close the connection")
+        self.assertLess(took, 1.0, f"{reason}: closed at once, not at the grace period")
+        if reply is None:
+            self.assertEqual(frames, [])
+        else:
+            self.assertEqual(len(frames), 1, frames)
+            t, body = frames[0]
+            self.assertEqual(t, reply[0])
+            if t == VERSIONS:
+                self.assertEqual(body, b"\x01\x01")
+            else:
+                got_reason, detail = rejected_reason(body)
+                self.assertEqual(got_reason, reply[1])
+                self.assertTrue(detail.startswith(f"offset {offset}:"), detail)
+        events = self.events_of(node, "protocol_error", reason=reason)
+        self.assertEqual(len(events), 1)
+        self.assertEqual(events[0]["offset"], offset)
+        self.assertEqual(events[0]["pendingStep"], "hello")  # every case here fails before a hello completed
+        self.assertEqual(events[0]["remoteAddr"], "127.0.0.1:%d" % sock.getsockname()[1])
+        self.assertEqual(metric(self.metrics(node), "controller_protocol_errors_total", reason=reason), 1)
+
+    def test_every_malformed_input_is_a_protocol_error_with_its_offset_and_reply(self):
+        node = self.start_node()
+        cases = [
+            ("bad_magic", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0, (VERSIONS,)),
+            ("unsupported_version", frame(HELLO, b"\x01\x01" + s("p1") + s("zctl"), version=2), 4, (VERSIONS,)),
+            ("frame_too_large", b"ZCTL\x01\x01\x00\x00\x7f\xff\xff\xf0", 8, (REJECTED, "frame_too_large")),
+            ("malformed_payload", frame(HELLO, b"\x01\x01" + struct.pack(">H", 70) + b"p1"), 14,
+             (REJECTED, "malformed_payload")),
+            ("unexpected_message", join(self.token), 5, (REJECTED, "unexpected_message")),
+        ]
+        for reason, payload, offset, reply in cases:
+            with self.subTest(reason=reason):
+                self.expect_error(node, payload, reason, offset, reply)
+                self.assert_good_join(node, node_id=f"after-{reason}")
+        with self.subTest(reason="truncated"):
+            self.expect_error(node, hello()[:15], "truncated", 0, None, close_write=True)
+        m = self.metrics(node)
+        self.assertEqual(metric(m, "controller_connection_duration_seconds_count", outcome="abnormal"), 6)
+        self.assertEqual(metric(m, "controller_stray_connections_total", action="disconnect", step="hello"), 0)
+
+
+class JoinTest(MeshTestCase):
+    def expect_rejected(self, node, payload, reason, count=1):
+        sock = self.connect(node)
+        sock.sendall(payload)
+        frames, closed, _ = read_frames(sock)
+        self.assertTrue(closed)
+        self.assertEqual(frames[-1][0], REJECTED, frames)
+        self.assertEqual(rejected_reason(frames[-1][1])[0], reason)
+        return self.events_of(node, "rejected", count=count, reason=reason)
+
+    def test_refusals_name_their_reason_in_the_reply_the_event_and_the_metric(self):
+        node = self.start_node(cluster_extra="  allowed_nodes: [ p1, p2, good1 ]")
+        (e,) = self.expect_rejected(node, hello("p1", cluster="other"), "wrong_cluster")
+        self.assertEqual(e["nodeId"], "p1")
+        (e,) = self.expect_rejected(node, hello("p1") + join("not-the-token"), "bad_token")
+        self.assertEqual(e["nodeId"], "p1")
+        self.assertNotIn(self.token, open(node.events_file).read())
+        (e,) = self.expect_rejected(node, hello("stranger") + join(self.token), "not_member")
+        self.assertEqual(e["nodeId"], "stranger")
+        (e,) = self.expect_rejected(node, hello(node.node_id), "duplicate_id")
+
+        member = self.connect(node)
+        member.sendall(hello("p2") + join(self.token))
+        self.assertEqual(read_one_frame(member)[0], HELLO_ACK)
+        t, body = read_one_frame(member)
+        self.assertEqual(t, ACCEPTED)
+        events = self.expect_rejected(node, hello("p2") + join(self.token), "duplicate_id", count=2)
+        self.assertEqual([e["nodeId"] for e in events], [node.node_id, "p2"])
+        m = self.metrics(node)
+        for reason in ("wrong_cluster", "bad_token", "not_member"):
+            self.assertEqual(metric(m, "controller_connection_rejections_total", reason=reason), 1, reason)
+        self.assertEqual(metric(m, "controller_connection_rejections_total", reason="duplicate_id"), 2)
+        self.assertEqual(metric(m, "controller_mesh_connections", state="joined"), 1)
+
+    def test_joined_session_gets_heartbeats_and_closes_when_the_member_goes_silent(self):
+        node = self.start_node()
+        sock = self.connect(node)
+        sock.sendall(hello("hb1") + join(self.token))
+        self.assertEqual(read_one_frame(sock)[0], HELLO_ACK)
+        t, body = read_one_frame(sock)
+        self.assertEqual(t, ACCEPTED)
+        members = body  # leader id, count, members
+        self.assertIn(b"hb1", members)
+        # The node heartbeats every cluster.heartbeat; answering keeps the session.
+        seen = []
+        deadline = time.monotonic() + 1.5  # longer than election_timeout
+        while time.monotonic() < deadline:
+            t, body = read_one_frame(sock)
+            if t == HEARTBEAT:
+                term, seq = struct.unpack(">QQ", body)
+                seen.append(seq)
+                sock.sendall(frame(HEARTBEAT_ACK, struct.pack(">Q", seq)))
+        self.assertGreaterEqual(len(seen), 8)
+        self.assertEqual(seen, list(range(seen[0], seen[0] + len(seen))))
+        # Our own heartbeat is answered with the same sequence.
+        sock.sendall(frame(HEARTBEAT, struct.pack(">QQ", 0, 77)))
+        for _ in range(10):
+            t, body = read_one_frame(sock)
+            if t == HEARTBEAT_ACK:
+                self.assertEqual(struct.unpack(">Q", body)[0], 77)
+                break
+        else:
+            self.fail("no heartbeat_ack")
+        self.assertEqual(metric(self.metrics(node), "controller_mesh_connections", state="joined"), 1)
+        # Silent from now on: closed after election_timeout (1s), outcome normal.
+        _, closed, took = read_frames(sock, timeout=4)
+        self.assertTrue(closed)
+        self.assertLess(took, 1.0 + TOLERANCE + 0.2)
+        m = self.metrics(node)
+        self.assertEqual(metric(m, "controller_mesh_connections", state="joined"), 0)
+        self.assertEqual(metric(m, "controller_connection_duration_seconds_count", outcome="normal"), 1)
+        self.assertIn("member hb1", node.stderr())
+
+
+class LimitsTest(MeshTestCase):
+    def test_too_many_pending_from_one_source_is_refused_at_once_and_summarised(self):
+        node = self.start_node(mesh_extra="  max_pending_per_source: 2", grace_ms=3000)
+        kept = [self.connect(node) for _ in range(2)]
+        time.sleep(0.2)
+        refused = []
+        for _ in range(5):
+            sock = self.connect(node)
+            frames, closed, took = read_frames(sock, timeout=2)
+            self.assertTrue(closed)
+            self.assertLess(took, 0.5)
+            self.assertEqual([(t, rejected_reason(b)[0]) for t, b in frames], [(REJECTED, "too_many_pending")])
+            refused.append(sock)
+        (summary,) = self.events_of(node, "rejected")
+        self.assertEqual((summary["reason"], summary["count"], summary["sources"]), ("too_many_pending", 5,
+                                                                                      ["127.0.0.1"]))
+        self.assertIn("max_pending_per_source", summary["detail"])
+        m = self.metrics(node)
+        self.assertEqual(metric(m, "controller_connection_rejections_total", reason="too_many_pending"), 5)
+        self.assertEqual(metric(m, "controller_mesh_connections", state="pending"), 2)
+        for sock in kept:
+            sock.close()
+        wait_for(lambda: metric(self.metrics(node), "controller_mesh_connections", state="pending") == 0,
+                 what="kept connections to be closed")
+        self.assert_good_join(node)
+
+    def test_a_source_over_the_flood_limit_gets_one_event_per_window(self):
+        node = self.start_node(mesh_extra="  flood: { window: 2s, max_connections_per_source: 3 }")
+        for _ in range(8):
+            self.connect(node).close()
+        (event,) = self.events_of(node, "flood")
+        self.assertEqual((event["source"], event["connections"], event["window"], event["windowMs"], event["limit"]),
+                         ("127.0.0.1", 4, "2s", 2000, 3))
+        time.sleep(0.3)
+        self.assertEqual(len(self.events_of(node, "flood")), 1)
+        self.assertEqual(metric(self.metrics(node), "controller_connection_floods_total"), 1)
+        time.sleep(2.0)  # next window
+        for _ in range(4):
+            self.connect(node).close()
+        self.events_of(node, "flood", count=2)
+
+
+class MetricsFormatTest(MeshTestCase):
+    def test_promtool_accepts_the_mesh_metrics(self):
+        node = self.start_node()
+        sock = self.connect(node)
+        sock.sendall(b"junk")
+        read_frames(sock)
+        self.assert_good_join(node)
+        body = self.metrics(node)
+        for family in ("controller_stray_connections_total", "controller_connection_duration_seconds",
+                       "controller_mesh_connections", "controller_connection_rejections_total",
+                       "controller_protocol_errors_total"):
+            self.assertIn(f"# TYPE {family} ", body)
+        check = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, text=True)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+class TlsTest(MeshTestCase):
+    def make_pki(self):
+        d = os.path.join(self.workdir, "pki")
+        os.makedirs(d)
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=zctl test CA",
+                "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
+        for name in ("server", "client"):
+            openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+                    "-out", f"{name}.csr", cwd=d)
+            with open(os.path.join(d, f"{name}.ext"), "w") as f:
+                f.write("subjectAltName=IP:127.0.0.1\n" if name == "server" else "extendedKeyUsage=clientAuth\n")
+            openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                    "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=d)
+        # A client certificate from a CA the node does not trust.
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=rogue",
+                "-keyout", "rogue.key", "-out", "rogue.pem", cwd=d)
+        return d
+
+    def tls_client(self, node, pki, cert=None):
+        context = ssl.create_default_context(cafile=os.path.join(pki, "ca.pem"))
+        if cert:
+            context.load_cert_chain(os.path.join(pki, f"{cert}.pem"), os.path.join(pki, f"{cert}.key"))
+        raw = self.connect(node)
+        return context.wrap_socket(raw, server_hostname="127.0.0.1", do_handshake_on_connect=False)
+
+    def test_only_a_client_with_a_trusted_certificate_becomes_a_member(self):
+        pki = self.make_pki()
+        node = self.start_node(mesh_extra=f"""  tls:
+    cert_file: {pki}/server.pem
+    key_file: {pki}/server.key
+    ca_file: {pki}/ca.pem
+    require_client_cert: true""")
+        # 1. TCP only, never starts TLS: a stray at tls_handshake.
+        idle = self.connect(node)
+        _, closed, _ = read_frames(idle, timeout=3)
+        self.assertTrue(closed)
+        (stray,) = self.events_of(node, "stray")
+        self.assertEqual(stray["pendingStep"], "tls_handshake")
+
+        # 2. No certificate, then a certificate from an untrusted CA: refused.
+        for cert in (None, "rogue"):
+            with self.subTest(cert=cert):
+                sock = self.tls_client(node, pki, cert)
+                try:
+                    sock.do_handshake()
+                    sock.sendall(hello(f"evil-{cert}") + join(self.token))
+                    data = sock.recv(4096)
+                    self.assertEqual(data, b"", "no frame may reach a client without a trusted certificate")
+                except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+                    pass
+        events = self.events_of(node, "rejected", count=2)
+        self.assertEqual([e["reason"] for e in events], ["tls_failed", "tls_failed"])
+        self.assertEqual(metric(self.metrics(node), "controller_connection_rejections_total", reason="tls_failed"), 2)
+
+        # 3. A trusted client certificate: the join completes over TLS.
+        sock = self.tls_client(node, pki, "client")
+        sock.do_handshake()
+        sock.sendall(hello("tls1") + join(self.token))
+        self.assertEqual(read_one_frame(sock)[0], HELLO_ACK)
+        self.assertEqual(read_one_frame(sock)[0], ACCEPTED)
+        m = self.metrics(node)
+        self.assertEqual(metric(m, "controller_mesh_connections", state="joined"), 1)
+        self.assertNotIn("evil", "".join(str(e) for e in node.events() if e["eventType"] == "stray"))
+
+    def test_unreadable_tls_files_stop_the_node_with_exit_1(self):
+        node = self.node("bad-tls", config="""
+mesh:
+  tls: { cert_file: /nonexistent/cert.pem, key_file: /nonexistent/key.pem, require_client_cert: false }
+""")
+        code, _, err = node.run_to_exit()
+        self.assertEqual(code, 1, err)
+        self.assertIn("mesh.tls", err)
+
+
+class ListenTest(MeshTestCase):
+    def test_a_mesh_port_in_use_is_a_runtime_failure(self):
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        self.addCleanup(busy.close)
+        node = self.node("busy", extra_args=["--mesh", "127.0.0.1:%d" % busy.getsockname()[1]])
+        code, _, err = node.run_to_exit()
+        self.assertEqual(code, 4, err)
+        self.assertIn("cannot listen on mesh address", err)
+
+    def test_started_event_and_banner_name_the_mesh_address(self):
+        node = self.start_node()
+        started = wait_for(lambda: node.events(), what="events")[0]
+        self.assertEqual(started["mesh"], "%s:%d" % node.mesh_address)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+// The mesh server's pure parts: the shared-timeout deadline queue, the join
+// token comparison and the configured membership. The server itself is
+// exercised through real sockets in tests/integration/test_mesh.py.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <optional>
+#include <vector>
+
+#include "deadline_queue.hpp"
+#include "membership.hpp"
+#include "mesh_server.hpp"
+
+using namespace std::chrono_literals;
+using zctl::DeadlineHook;
+using zctl::DeadlineQueue;
+
+namespace {
+
+struct Tracked : DeadlineHook {
+  int id = 0;
+};
+
+std::vector<int> expire_all(DeadlineQueue& queue, DeadlineQueue::Clock::time_point now) {
+  std::vector<int> ids;
+  while (DeadlineHook* hook = queue.pop_expired(now)) ids.push_back(static_cast<Tracked*>(hook)->id);
+  return ids;
+}
+
+const DeadlineQueue::Clock::time_point t0{};
+
+}  // namespace
+
+TEST_CASE("deadline queue: entries expire in insertion order, exactly at now + timeout", "[mesh]") {
+  DeadlineQueue queue(2s);
+  Tracked a, b, c;
+  a.id = 1, b.id = 2, c.id = 3;
+  CHECK(queue.push(a, t0));  // first entry: the owner arms its timer
+  CHECK_FALSE(queue.push(b, t0 + 100ms));
+  CHECK_FALSE(queue.push(c, t0 + 200ms));
+  CHECK(queue.next_deadline() == t0 + 2s);
+  CHECK(expire_all(queue, t0 + 2s - 1ns).empty());
+  CHECK(expire_all(queue, t0 + 2s + 100ms) == std::vector<int>{1, 2});
+  CHECK(queue.next_deadline() == t0 + 2s + 200ms);
+  CHECK_FALSE(a.linked());
+  CHECK(c.linked());
+  CHECK(queue.size() == 1);
+}
+
+TEST_CASE("deadline queue: remove from the front, middle and back keeps the rest ordered", "[mesh]") {
+  DeadlineQueue queue(1s);
+  Tracked e[5];
+  for (int i = 0; i < 5; ++i) {
+    e[i].id = i;
+    queue.push(e[i], t0 + std::chrono::milliseconds(i));
+  }
+  queue.remove(e[0]);
+  queue.remove(e[2]);
+  queue.remove(e[4]);
+  queue.remove(e[4]);  // twice: a no-op
+  CHECK(queue.size() == 2);
+  CHECK(queue.next_deadline() == t0 + 1s + 1ms);
+  CHECK(expire_all(queue, t0 + 10s) == std::vector<int>{1, 3});
+  CHECK(queue.empty());
+  CHECK_FALSE(queue.next_deadline().has_value());
+}
+
+TEST_CASE("deadline queue: touch moves an entry to the back with a fresh deadline", "[mesh]") {
+  DeadlineQueue queue(1s);
+  Tracked a, b;
+  a.id = 1, b.id = 2;
+  queue.push(a, t0);
+  queue.push(b, t0 + 10ms);
+  queue.touch(a, t0 + 500ms);  // activity on a
+  CHECK(expire_all(queue, t0 + 1s + 10ms) == std::vector<int>{2});
+  CHECK(expire_all(queue, t0 + 1s + 499ms).empty());
+  CHECK(expire_all(queue, t0 + 1s + 500ms) == std::vector<int>{1});
+}
+
+TEST_CASE("deadline queue: a hook moves between queues without being removed first", "[mesh]") {
+  DeadlineQueue pending(30s);
+  DeadlineQueue joined(1s);
+  Tracked a, b;
+  a.id = 1, b.id = 2;
+  pending.push(a, t0);
+  pending.push(b, t0);
+  joined.push(a, t0 + 5s);  // a joined
+  CHECK(pending.size() == 1);
+  CHECK(joined.size() == 1);
+  CHECK(a.queue == &joined);
+  CHECK(expire_all(pending, t0 + 30s) == std::vector<int>{2});
+  CHECK(expire_all(joined, t0 + 6s) == std::vector<int>{1});
+}
+
+TEST_CASE("join tokens: equal tokens match, any difference (content or length) does not", "[mesh]") {
+  CHECK(zctl::join_token_matches("s3cret-token", "s3cret-token"));
+  CHECK(zctl::join_token_matches("", ""));
+  CHECK_FALSE(zctl::join_token_matches("s3cret-tokem", "s3cret-token"));
+  CHECK_FALSE(zctl::join_token_matches("s3cret-token ", "s3cret-token"));
+  CHECK_FALSE(zctl::join_token_matches("", "s3cret-token"));
+  CHECK_FALSE(zctl::join_token_matches("s3cret-token", ""));
+}
+
+TEST_CASE("configured membership: allowed nodes join, others are not members", "[mesh]") {
+  zctl::ConfiguredMembership membership({"ctrl1", "10.0.0.1:6262", "10.0.0.1:6263", true}, {"ctrl2"});
+  std::optional<zctl::JoinDecision> decision;
+  membership.decide({"ctrl3", "10.0.0.3:40000", "10.0.0.3:6263"}, [&](zctl::JoinDecision d) { decision = d; });
+  REQUIRE(decision);
+  CHECK(decision->kind == zctl::JoinDecision::Kind::reject);
+  CHECK(decision->reason == "not_member");
+
+  decision.reset();
+  membership.decide({"ctrl2", "10.0.0.2:40000", "10.0.0.2:6263"}, [&](zctl::JoinDecision d) { decision = d; });
+  REQUIRE(decision);
+  REQUIRE(decision->kind == zctl::JoinDecision::Kind::accept);
+  CHECK(decision->accepted.leader_id == "ctrl1");
+  REQUIRE(decision->accepted.members.size() == 2);
+  CHECK(decision->accepted.members[0].id == "ctrl1");
+  CHECK(decision->accepted.members[0].voter);
+  CHECK(decision->accepted.members[1].id == "ctrl2");
+  CHECK(decision->accepted.members[1].raft_addr == "10.0.0.2:6263");
+
+  membership.session_ended("ctrl2");
+  CHECK(membership.members().size() == 1);
+}
+
+TEST_CASE("configured membership: with no allow-list any node is accepted", "[mesh]") {
+  zctl::ConfiguredMembership membership({"ctrl1", "127.0.0.1:6262", "127.0.0.1:6263", true}, {});
+  std::optional<zctl::JoinDecision> decision;
+  membership.decide({"anyone", "127.0.0.1:5000", "127.0.0.1:7000"}, [&](zctl::JoinDecision d) { decision = d; });
+  REQUIRE(decision);
+  CHECK(decision->kind == zctl::JoinDecision::Kind::accept);
+}

@@ -24,6 +24,7 @@ int run(int argc, char** argv) {
       "  zctl serve                                  single-node cluster on loopback\n"
       "  zctl serve --config /etc/zctl/zctl.yaml     node from a config file\n"
       "  zctl watch --type 'state.*'                 follow cluster state events\n"
+      "  zctl probe 127.0.0.1:6262 --mode hello      check that the node closes a stalled handshake\n"
       "  zctl config check /etc/zctl/zctl.yaml       validate a config\n"
       "  zctl plugins list                           show the sink plugins found\n\n"
       "Exit codes: 0 ok, 1 check failed, 2 usage error, 3 cannot reach the node, 4 runtime failure.\n"
@@ -48,6 +49,7 @@ int run(int argc, char** argv) {
   };
   add(register_serve);
   add(register_watch);
+  add(register_probe);
   add(register_plugins);
   add(register_config);
   add(register_completion);

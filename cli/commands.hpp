@@ -24,6 +24,7 @@ using Runner = std::function<int()>;
 // Each returns the runner that executes once the subcommand was parsed.
 Runner register_serve(CLI::App& app);
 Runner register_watch(CLI::App& app);
+Runner register_probe(CLI::App& app);
 Runner register_plugins(CLI::App& app);
 Runner register_config(CLI::App& app);
 Runner register_completion(CLI::App& app);

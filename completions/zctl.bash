@@ -8,13 +8,12 @@
 # Prints the options of a command path ("" = top level) that take a value.
 # The global --log-level and --log-format are accepted after any command too.
 _zctl_options_with_value() {
-    echo '--log-level --log-format'
+    # One line: callers match " $word " against the output.
+    printf '%s ' '--log-level --log-format'
     case $1 in
         serve) echo '-c --config --id --data-dir --admin --mesh --join-token-file' ;;
         watch) echo '--node --namespace --type --since --count -o --output --token-file' ;;
-        probe) echo '--mode --connections --concurrency --expect-grace --tolerance --timeout -o --output
-                     --node-id --cluster-id --token-file --raft-addr --ca-file --cert-file --key-file
-                     --server-name --seed' ;;
+        probe) echo '--mode --connections --concurrency --expect-grace --tolerance --timeout -o --output --node-id --cluster-id --token-file --raft-addr --ca-file --cert-file --key-file --server-name --seed' ;;
         'plugins list') echo '-c --config' ;;
     esac
 }
@@ -25,9 +24,7 @@ _zctl_options() {
         '') echo '--help --version --log-level --log-format' ;;
         serve) echo '--help --config --id --data-dir --admin --mesh --join-token-file --log-level --log-format' ;;
         watch) echo '--help --node --namespace --type --since --count --output --token-file --log-level --log-format' ;;
-        probe) echo '--help --mode --connections --concurrency --expect-grace --tolerance --timeout --output
-                     --node-id --cluster-id --token-file --raft-addr --tls --ca-file --cert-file --key-file
-                     --server-name --insecure --seed --log-level --log-format' ;;
+        probe) echo '--help --mode --connections --concurrency --expect-grace --tolerance --timeout --output --node-id --cluster-id --token-file --raft-addr --tls --ca-file --cert-file --key-file --server-name --insecure --seed --log-level --log-format' ;;
         'plugins list') echo '--help --config --log-level --log-format' ;;
         *) echo '--help --log-level --log-format' ;;
     esac

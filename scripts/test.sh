@@ -23,6 +23,6 @@ if [[ "${ZCTL_SKIP_SANITIZE:-0}" != 1 ]]; then
   ZCTL_BUILD_DIR=build-asan scripts/build.sh -DZCTL_WERROR=ON -DZCTL_SANITIZE=ON -DZCTL_BUILD_BENCH=OFF \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-  (cd build-asan && ctest --output-on-failure -j 2 -R '^(unit|integration_serve|integration_watch)$')
+  (cd build-asan && ctest --output-on-failure -j 2 -R '^(unit|integration_serve|integration_watch|integration_mesh)$')
   echo "sanitizer build and tests: $(($(date +%s) - tested)) s"
 fi

@@ -664,12 +664,14 @@ void MeshConnection::on_decision(JoinDecision decision) {
     rejected("duplicate_id", "node id " + node_id + " already has a joined session");
     return;
   }
-  send(hs_->machine.accept(std::move(decision.accepted)));
+  // Bookkeeping first: whoever reads `accepted` may look at the metrics next.
+  const mesh::Message reply = hs_->machine.accept(std::move(decision.accepted));
   phase_ = Phase::joined;
   leave_pending();
   registered_joined_ = true;
   server_.joined_gauge.add(1);
   server_.joined_by_id[node_id] = this;
+  send(reply);
   server_.enter(server_.joined, *this);
   if (!server_.heartbeat_running) server_.send_heartbeats();
   log_info("mesh: node " + node_id + " joined from " + remote_addr() + " (raft " + hs_->machine.join().raft_addr +

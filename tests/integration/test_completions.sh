@@ -79,7 +79,9 @@ expect_offers() {
     fi
 }
 
-expect_offers "'zctl <TAB>'" "serve watch plugins config completion version" zctl ""
+expect_offers "'zctl <TAB>'" "serve watch probe plugins config completion version" zctl ""
+expect_offers "'zctl probe --mode <TAB>'" "idle tls hello partial bad-magic bad-version oversize garbage join" zctl probe --mode ""
+expect_offers "'zctl serve --<TAB>'" "--mesh --join-token-file" zctl serve --
 expect_offers "'zctl watch -<TAB>'" "--namespace --since" zctl watch -
 expect_offers "'zctl watch --log<TAB>' (global options after the command)" "--log-level --log-format" zctl watch --log
 expect_offers "'zctl serve --log-level <TAB>'" "debug info" zctl serve --log-level ""

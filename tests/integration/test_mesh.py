@@ -6,6 +6,7 @@ flood detection, joined sessions and TLS with certificates made by openssl.
 Frames are built here from man/zctl-protocol.7, independently of the C++
 encoder, so the tests check the documented wire format."""
 
+import json
 import os
 import re
 import socket
@@ -498,6 +499,17 @@ class TlsTest(MeshTestCase):
         self.assertEqual(metric(m, "controller_mesh_connections", state="joined"), 1)
         self.assertNotIn("evil", "".join(str(e) for e in node.events() if e["eventType"] == "stray"))
 
+        # 4. zctl probe --mode tls with a trusted certificate: TLS completes, then the
+        #    connection stalls before hello and is closed at the grace period.
+        result = self.zctl("probe", "%s:%d" % node.mesh_address, "--mode", "tls", "--connections", "2",
+                           "--ca-file", f"{pki}/ca.pem", "--cert-file", f"{pki}/client.pem",
+                           "--key-file", f"{pki}/client.key", "--expect-grace", f"{GRACE_MS}ms",
+                           "--tolerance", f"{int(TOLERANCE * 1000)}ms", "-o", "json", timeout=30)
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual(json.loads(result.stdout)["closedByNode"], 2)
+        strays = self.events_of(node, "stray", count=3)
+        self.assertEqual([e["pendingStep"] for e in strays[1:]], ["hello", "hello"])
+
     def test_unreadable_tls_files_stop_the_node_with_exit_1(self):
         node = self.node("bad-tls", config="""
 mesh:
@@ -506,6 +518,56 @@ mesh:
         code, _, err = node.run_to_exit()
         self.assertEqual(code, 1, err)
         self.assertIn("mesh.tls", err)
+
+
+class ProbeTest(MeshTestCase):
+    """`zctl probe` against a real node: every mode passes its verdict, the
+    node saw what the probe claims, and a good join still works after each."""
+
+    def probe(self, node, *args, expect_code=0, expect_grace=f"{GRACE_MS}ms", tolerance=f"{int(TOLERANCE * 1000)}ms"):
+        token_file = os.path.join(self.workdir, "token")
+        result = self.zctl("probe", "%s:%d" % node.mesh_address, "--token-file", token_file,
+                           "--expect-grace", expect_grace, "--tolerance", tolerance, "-o", "json", *args, timeout=60)
+        self.assertEqual(result.returncode, expect_code, result.stdout + result.stderr)
+        return json.loads(result.stdout)
+
+    def test_every_mode_passes_against_a_conforming_node(self):
+        node = self.start_node()
+        expected_events = {  # mode -> (event type, reason or pendingStep)
+            "idle": ("stray", "hello"),
+            "hello": ("stray", "join"),
+            "partial": ("stray", "hello"),
+            "bad-magic": ("protocol_error", "bad_magic"),
+            "bad-version": ("protocol_error", "unsupported_version"),
+            "oversize": ("protocol_error", "frame_too_large"),
+            "garbage": ("protocol_error", "bad_magic"),
+        }
+        seen = {"stray": 0, "protocol_error": 0}
+        for mode, (event_type, what) in expected_events.items():
+            with self.subTest(mode=mode):
+                report = self.probe(node, "--mode", mode, "--connections", "3")
+                self.assertEqual((report["mode"], report["verdict"], report["closedByNode"]), (mode, "pass", 3))
+                seen[event_type] += 3
+                events = self.events_of(node, event_type, count=seen[event_type])
+                key = "pendingStep" if event_type == "stray" else "reason"
+                self.assertEqual([e[key] for e in events[-3:]], [what] * 3)
+                join_report = self.probe(node, "--mode", "join", "--node-id", f"after-{mode}")
+                self.assertEqual((join_report["verdict"], join_report["replies"].get("accepted")), ("pass", 1))
+
+    def test_wrong_expectations_fail_the_verdict_with_exit_1(self):
+        node = self.start_node()
+        report = self.probe(node, "--mode", "idle", expect_grace="3s", tolerance="200ms", expect_code=1)
+        self.assertEqual((report["verdict"], report["early"]), ("fail", 1))
+        report = self.probe(node, "--mode", "join", "--cluster-id", "elsewhere", expect_code=1)
+        self.assertEqual(report["replies"], {"rejected:wrong_cluster": 1})
+
+    def test_nothing_listening_is_exit_3(self):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        result = self.zctl("probe", f"127.0.0.1:{port}", "-o", "json")
+        self.assertEqual(result.returncode, 3, result.stdout + result.stderr)
 
 
 class ListenTest(MeshTestCase):

@@ -37,6 +37,11 @@ namespace asio = boost::asio;
 namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
 using SteadyClock = std::chrono::steady_clock;
+// Sockets bound to the io_context's own executor type: a polymorphic
+// executor would cost ~40 bytes in every socket and every pending
+// operation, and a flood holds tens of thousands of both.
+using Socket = asio::basic_stream_socket<tcp, asio::io_context::executor_type>;
+using Acceptor = asio::basic_socket_acceptor<tcp, asio::io_context::executor_type>;
 
 bool join_token_matches(const std::string& presented, const std::string& expected) {
   // Comparing digests keeps the time independent of where the strings
@@ -106,9 +111,9 @@ struct MeshServer::Impl {
   Impl(MeshServerSettings s, EventBus& b, MetricsRegistry& m, MembershipAuthority& a);
 
   void accept_loop();
-  void on_accepted(tcp::socket socket, const tcp::endpoint& peer);
+  void on_accepted(Socket socket, const tcp::endpoint& peer);
   void count_for_flood(const asio::ip::address& address, const SourceKey& source);
-  void refuse_too_many_pending(tcp::socket& socket, const tcp::endpoint& peer, std::string_view limit);
+  void refuse_too_many_pending(Socket& socket, const tcp::endpoint& peer, std::string_view limit);
   // A connection phase with a shared timeout: its queue and the one timer
   // armed at the queue's front.
   struct PhaseDeadlines {
@@ -132,7 +137,7 @@ struct MeshServer::Impl {
   MembershipAuthority& membership;
 
   asio::io_context io{1};
-  tcp::acceptor acceptor{io};
+  Acceptor acceptor{io.get_executor()};
   std::string local_address;
   std::optional<ssl::context> tls;
   std::thread thread;
@@ -155,9 +160,10 @@ struct MeshServer::Impl {
 
   std::unique_ptr<char[]> read_buffer{new char[kSharedReadBufferBytes]};
 
-  // Every live connection, for stop(); raw pointers, each connection
-  // removes itself when it finishes.
-  std::set<MeshConnection*> connections;
+  // Every live connection, for stop(): an intrusive list (no allocation
+  // per connection); each connection unlinks itself when it closes.
+  MeshConnection* connections = nullptr;
+  bool local_address_is_fixed = false;  // listening on one address, not 0.0.0.0 / ::
   size_t pending_count = 0;
   std::unordered_map<SourceKey, uint32_t, SourceKeyHash> pending_per_source;
   std::unordered_map<std::string, MeshConnection*> joined_by_id;
@@ -198,9 +204,8 @@ class MeshConnection : public DeadlineHook, public std::enable_shared_from_this<
  public:
   enum class Phase { tls_handshake, handshake, deciding, joined, closing, closed };
 
-  MeshConnection(MeshServer::Impl& server, tcp::socket socket, const tcp::endpoint& peer)
-      : server_(server), socket_(std::move(socket)), peer_(peer), source_(source_key(peer.address())), accepted_at_(SteadyClock::now()),
-        connected_at_(std::chrono::system_clock::now()) {}
+  MeshConnection(MeshServer::Impl& server, Socket socket, const tcp::endpoint& peer)
+      : server_(server), socket_(std::move(socket)), peer_(peer), accepted_at_(SteadyClock::now()) {}
 
   void start();
   void on_grace_expired();
@@ -209,15 +214,24 @@ class MeshConnection : public DeadlineHook, public std::enable_shared_from_this<
   void send_heartbeat();
   void abort_for_shutdown();
 
-  const SourceKey& source() const { return source_; }
+  SourceKey source() const { return source_key(peer_.address()); }
+  MeshConnection* next_connection = nullptr;  // Impl::connections, io thread
+  MeshConnection* prev_connection = nullptr;
 
  private:
-  struct Handshake {  // created on the first byte: an idle connection has none
-    Handshake(const MeshServer::Impl& s)
+  // Everything a connection needs once it talks: created on the first byte
+  // (or the first frame sent), so an idle connection carries none of it.
+  struct Handshake {
+    explicit Handshake(const MeshServer::Impl& s)
         : parser(s.settings.mesh.max_frame_bytes), machine(s.settings.node_id, s.settings.cluster_id) {}
     mesh::FrameParser parser;
     mesh::HandshakeMachine machine;
+    std::string out;             // frames waiting for the write in flight
+    std::string writing;         // the write in flight
+    uint64_t heartbeat_sequence = 0;
+    std::unique_ptr<char[]> tls_buffer;
   };
+  Handshake& active();
 
   void read_more();
   void leave_pending();
@@ -238,20 +252,17 @@ class MeshConnection : public DeadlineHook, public std::enable_shared_from_this<
   void close_socket();
   std::string remote_addr() const { return format_endpoint(peer_); }
   std::string local_addr() const;
+  std::chrono::system_clock::time_point connected_at() const;
   std::string_view pending_step() const;
   uint8_t frame_version() const;
 
   MeshServer::Impl& server_;
-  tcp::socket socket_;
-  std::unique_ptr<ssl::stream<tcp::socket&>> tls_;
-  std::unique_ptr<char[]> tls_buffer_;
+  Socket socket_;
+  std::unique_ptr<ssl::stream<Socket&>> tls_;
   std::unique_ptr<Handshake> hs_;
   tcp::endpoint peer_;
-  SourceKey source_;
   SteadyClock::time_point accepted_at_;
-  std::chrono::system_clock::time_point connected_at_;
   uint64_t bytes_in_ = 0;
-  uint64_t heartbeat_sequence_ = 0;
   Phase phase_ = Phase::handshake;
   Outcome outcome_ = Outcome::abnormal;
   bool counted_pending_ = false;
@@ -260,8 +271,6 @@ class MeshConnection : public DeadlineHook, public std::enable_shared_from_this<
   bool stray_reported_ = false;
   bool writing_ = false;
   bool finished_ = false;
-  std::string out_;       // frames waiting for the write in flight
-  std::string writing_buffer_;  // the write in flight
 };
 
 // ---- MeshServer::Impl ------------------------------------------------------
@@ -301,7 +310,7 @@ MeshServer::Impl::Impl(MeshServerSettings s, EventBus& b, MetricsRegistry& m, Me
 }
 
 void MeshServer::Impl::accept_loop() {
-  acceptor.async_accept(accepting_peer, [this](const boost::system::error_code& ec, tcp::socket socket) {
+  acceptor.async_accept(accepting_peer, [this](const boost::system::error_code& ec, Socket socket) {
     if (stopping || ec == asio::error::operation_aborted) return;
     if (ec) {
       const char* name = ec.category() == boost::system::system_category() ? strerrorname_np(ec.value()) : nullptr;
@@ -319,7 +328,7 @@ void MeshServer::Impl::accept_loop() {
     // Drain the backlog without a round trip through the reactor each time.
     for (int i = 0; i < 64 && !stopping; ++i) {
       boost::system::error_code e;
-      tcp::socket next(io);
+      Socket next(io.get_executor());
       acceptor.accept(next, accepting_peer, e);
       if (e) break;
       on_accepted(std::move(next), accepting_peer);
@@ -379,7 +388,7 @@ void MeshServer::Impl::sweep_flood_windows() {
   }
 }
 
-void MeshServer::Impl::on_accepted(tcp::socket socket, const tcp::endpoint& peer) {
+void MeshServer::Impl::on_accepted(Socket socket, const tcp::endpoint& peer) {
   accepted_total.inc();
   const SourceKey source = source_key(peer.address());
   count_for_flood(peer.address(), source);
@@ -396,7 +405,7 @@ void MeshServer::Impl::on_accepted(tcp::socket socket, const tcp::endpoint& peer
   connection->start();
 }
 
-void MeshServer::Impl::refuse_too_many_pending(tcp::socket& socket, const tcp::endpoint& peer,
+void MeshServer::Impl::refuse_too_many_pending(Socket& socket, const tcp::endpoint& peer,
                                                std::string_view limit) {
   rejections_total.with({"too_many_pending"}).inc();
   duration_abnormal.observe(0);
@@ -485,14 +494,16 @@ void MeshServer::Impl::stop_on_io_thread() {
     timer->cancel();
   }
   emit_reject_summary();
-  // abort_for_shutdown() erases from `connections`.
-  while (!connections.empty()) (*connections.begin())->abort_for_shutdown();
+  // abort_for_shutdown() unlinks the connection from `connections`.
+  while (connections != nullptr) connections->abort_for_shutdown();
 }
 
 // ---- MeshConnection --------------------------------------------------------
 
 void MeshConnection::start() {
-  server_.connections.insert(this);
+  next_connection = server_.connections;
+  if (next_connection != nullptr) next_connection->prev_connection = this;
+  server_.connections = this;
   counted_pending_ = true;
   ++server_.pending_count;
   ++server_.pending_per_source[source()];
@@ -500,11 +511,10 @@ void MeshConnection::start() {
   server_.enter(server_.pending, *this);
 
   boost::system::error_code ec;
-  socket_.set_option(tcp::no_delay(true), ec);
   socket_.non_blocking(true, ec);
   if (server_.tls) {
     phase_ = Phase::tls_handshake;
-    tls_ = std::make_unique<ssl::stream<tcp::socket&>>(socket_, *server_.tls);
+    tls_ = std::make_unique<ssl::stream<Socket&>>(socket_, *server_.tls);
     tls_->async_handshake(ssl::stream_base::server, [self = shared_from_this()](const boost::system::error_code& e) {
       if (self->phase_ != Phase::tls_handshake) return;  // closed meanwhile (stray, shutdown)
       if (e) {
@@ -523,12 +533,13 @@ void MeshConnection::read_more() {
   if (phase_ >= Phase::closed || read_pending_) return;
   read_pending_ = true;
   if (tls_) {
-    if (!tls_buffer_) tls_buffer_.reset(new char[kTlsReadBufferBytes]);
-    tls_->async_read_some(asio::buffer(tls_buffer_.get(), kTlsReadBufferBytes),
+    auto& buffer = active().tls_buffer;
+    if (!buffer) buffer.reset(new char[kTlsReadBufferBytes]);
+    tls_->async_read_some(asio::buffer(buffer.get(), kTlsReadBufferBytes),
                           [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
                             self->read_pending_ = false;
                             if (self->phase_ >= Phase::closed) return;
-                            if (n > 0) self->on_bytes(self->tls_buffer_.get(), n);
+                            if (n > 0) self->on_bytes(self->hs_->tls_buffer.get(), n);
                             if (self->phase_ >= Phase::closed) return;
                             if (ec) {
                               self->on_peer_closed();
@@ -540,7 +551,7 @@ void MeshConnection::read_more() {
   }
   // Plain TCP: wait for readability, then read into the thread's shared
   // buffer, so an idle connection owns no buffer at all.
-  socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](const boost::system::error_code& ec) {
+  socket_.async_wait(Socket::wait_read, [self = shared_from_this()](const boost::system::error_code& ec) {
     self->read_pending_ = false;
     if (self->phase_ >= Phase::closed) return;
     if (ec) {
@@ -566,7 +577,7 @@ void MeshConnection::read_more() {
 void MeshConnection::on_bytes(const char* data, size_t n) {
   bytes_in_ += n;
   if (phase_ == Phase::closing) return;  // lingering: drain and discard
-  if (!hs_) hs_ = std::make_unique<Handshake>(server_);
+  active();
   std::string_view in(data, n);
   while (phase_ < Phase::closing) {
     const auto result = hs_->parser.feed(in);
@@ -689,7 +700,7 @@ void MeshConnection::on_grace_expired() {
   EventFields fields;
   fields.add("remoteAddr", remote_addr())
       .add("localAddr", local_addr())
-      .add("connectedAt", format_rfc3339(connected_at_))
+      .add("connectedAt", format_rfc3339(connected_at()))
       .add("pendingStep", step);
   std::optional<uint8_t> version;
   if (hs_) version = hs_->machine.protocol_version() ? hs_->machine.protocol_version() : hs_->parser.peer_version();
@@ -727,7 +738,7 @@ void MeshConnection::on_idle_timeout() {
 
 void MeshConnection::send_heartbeat() {
   if (phase_ != Phase::joined) return;
-  send(mesh::Heartbeat{0, ++heartbeat_sequence_});
+  send(mesh::Heartbeat{0, ++active().heartbeat_sequence});
 }
 
 void MeshConnection::abort_for_shutdown() {
@@ -790,8 +801,9 @@ void MeshConnection::rejected(std::string_view reason, std::string_view detail) 
 }
 
 void MeshConnection::send(const mesh::Message& message, std::optional<uint8_t> version) {
-  out_ += mesh::encode(message, version.value_or(frame_version()));
-  if (out_.size() > kMaxQueuedOutputBytes) {
+  std::string& out = active().out;
+  out += mesh::encode(message, version.value_or(frame_version()));
+  if (out.size() > kMaxQueuedOutputBytes) {
     log_warn("mesh: " + remote_addr() + " is not reading its frames; closing the session");
     finish(phase_ == Phase::joined ? Outcome::normal : Outcome::abnormal);
     close_socket();
@@ -801,10 +813,10 @@ void MeshConnection::send(const mesh::Message& message, std::optional<uint8_t> v
 }
 
 void MeshConnection::flush() {
-  if (out_.empty() || phase_ == Phase::closed) return;
+  if (!hs_ || hs_->out.empty() || phase_ == Phase::closed) return;
   writing_ = true;
-  writing_buffer_.clear();
-  writing_buffer_.swap(out_);
+  hs_->writing.clear();
+  hs_->writing.swap(hs_->out);
   auto done = [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
     self->writing_ = false;
     if (self->phase_ == Phase::closed) return;
@@ -813,16 +825,16 @@ void MeshConnection::flush() {
       self->close_socket();
       return;
     }
-    if (!self->out_.empty()) {
+    if (!self->hs_->out.empty()) {
       self->flush();
     } else if (self->phase_ == Phase::closing) {
       self->close_after_reply(self->outcome_);
     }
   };
   if (tls_) {
-    asio::async_write(*tls_, asio::buffer(writing_buffer_), std::move(done));
+    asio::async_write(*tls_, asio::buffer(hs_->writing), std::move(done));
   } else {
-    asio::async_write(socket_, asio::buffer(writing_buffer_), std::move(done));
+    asio::async_write(socket_, asio::buffer(hs_->writing), std::move(done));
   }
 }
 
@@ -836,7 +848,7 @@ void MeshConnection::close_after_reply(Outcome outcome) {
   // still sends (bounded by the linger queue), so closing never turns into a
   // reset that would discard the reply on the peer's side.
   boost::system::error_code ignored;
-  socket_.shutdown(tcp::socket::shutdown_send, ignored);
+  socket_.shutdown(Socket::shutdown_send, ignored);
   if (queue == &server_.closing.queue) return;
   server_.enter(server_.closing, *this);
   read_more();  // to EOF, discarding
@@ -874,12 +886,38 @@ void MeshConnection::close_socket() {
   server_.pending.queue.remove(*this);
   server_.joined.queue.remove(*this);
   server_.closing.queue.remove(*this);
-  server_.connections.erase(this);
+  if (server_.connections == this || prev_connection != nullptr) {  // still linked
+    if (prev_connection != nullptr) {
+      prev_connection->next_connection = next_connection;
+    } else {
+      server_.connections = next_connection;
+    }
+    if (next_connection != nullptr) next_connection->prev_connection = prev_connection;
+    prev_connection = next_connection = nullptr;
+  }
   boost::system::error_code ignored;
   socket_.close(ignored);
 }
 
+MeshConnection::Handshake& MeshConnection::active() {
+  if (!hs_) {
+    hs_ = std::make_unique<Handshake>(server_);
+    // Only a connection that talks gets small frames worth sending at once.
+    boost::system::error_code ignored;
+    socket_.set_option(tcp::no_delay(true), ignored);
+  }
+  return *hs_;
+}
+
+std::chrono::system_clock::time_point MeshConnection::connected_at() const {
+  // Derived rather than stored: one clock reading fewer per accept and
+  // eight bytes fewer per idle connection.
+  return std::chrono::system_clock::now() -
+         std::chrono::duration_cast<std::chrono::system_clock::duration>(SteadyClock::now() - accepted_at_);
+}
+
 std::string MeshConnection::local_addr() const {
+  if (server_.local_address_is_fixed) return server_.local_address;
   boost::system::error_code ec;
   const auto local = socket_.local_endpoint(ec);
   return ec ? server_.local_address : format_endpoint(local);
@@ -942,6 +980,7 @@ void MeshServer::listen() {
   if (!ec) s.acceptor.non_blocking(true, ec);
   if (ec) throw std::runtime_error("cannot listen on mesh address " + s.settings.mesh.listen + ": " + ec.message());
   s.local_address = format_endpoint(s.acceptor.local_endpoint());
+  s.local_address_is_fixed = !endpoint.address().is_unspecified();
 }
 
 std::string MeshServer::local_address() const { return impl_->local_address; }

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
+#include <boost/smart_ptr/intrusive_ptr.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -63,6 +65,7 @@ constexpr size_t kMaxQueuedOutputBytes = 1 << 20;
 constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
 constexpr auto kRejectSummaryPeriod = std::chrono::seconds(1);
 constexpr size_t kSummarySourcesShown = 10;
+constexpr size_t kExpiriesPerTurn = 64;
 
 enum class Outcome { normal, abnormal };
 
@@ -198,14 +201,23 @@ struct MeshServer::Impl {
 };
 
 // One accepted mesh connection, from accept to close. Owned by the async
-// operations in flight (shared_ptr); the server holds a raw pointer until
-// finish(). Everything runs on the server's io thread.
-class MeshConnection : public DeadlineHook, public std::enable_shared_from_this<MeshConnection> {
+// operations in flight through an intrusive count (4 bytes, where a
+// shared_ptr costs a control block and a weak pointer: a flood holds tens of
+// thousands); the server links it in its list until it closes. Everything
+// runs on the server's io thread; the count is atomic only because a
+// membership decision may be made, and dropped, on another thread.
+class MeshConnection : public DeadlineHook {
  public:
   enum class Phase { tls_handshake, handshake, deciding, joined, closing, closed };
 
   MeshConnection(MeshServer::Impl& server, Socket socket, const tcp::endpoint& peer)
       : server_(server), socket_(std::move(socket)), peer_(peer), accepted_at_(SteadyClock::now()) {}
+
+  friend void intrusive_ptr_add_ref(MeshConnection* c) { c->refs_.fetch_add(1, std::memory_order_relaxed); }
+  friend void intrusive_ptr_release(MeshConnection* c) {
+    if (c->refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete c;
+  }
+  boost::intrusive_ptr<MeshConnection> self() { return boost::intrusive_ptr<MeshConnection>(this); }
 
   void start();
   void on_grace_expired();
@@ -256,6 +268,7 @@ class MeshConnection : public DeadlineHook, public std::enable_shared_from_this<
   std::string_view pending_step() const;
   uint8_t frame_version() const;
 
+  std::atomic<uint32_t> refs_{0};
   MeshServer::Impl& server_;
   Socket socket_;
   std::unique_ptr<ssl::stream<Socket&>> tls_;
@@ -401,7 +414,7 @@ void MeshServer::Impl::on_accepted(Socket socket, const tcp::endpoint& peer) {
     refuse_too_many_pending(socket, peer, "max_pending_per_source");
     return;
   }
-  auto connection = std::make_shared<MeshConnection>(*this, std::move(socket), peer);
+  boost::intrusive_ptr<MeshConnection> connection(new MeshConnection(*this, std::move(socket), peer));
   connection->start();
 }
 
@@ -470,8 +483,22 @@ void MeshServer::Impl::arm(PhaseDeadlines& phase) {
 
 void MeshServer::Impl::expire(PhaseDeadlines& phase) {
   const auto now = SteadyClock::now();
-  while (DeadlineHook* hook = phase.queue.pop_expired(now)) (static_cast<MeshConnection*>(hook)->*phase.on_expired)();
-  arm(phase);
+  // Bounded batches: when a flood's deadlines fall due together, joins and
+  // accepts queued behind them get a turn between batches.
+  for (size_t handled = 0; handled < kExpiriesPerTurn; ++handled) {
+    DeadlineHook* hook = phase.queue.pop_expired(now);
+    if (hook == nullptr) {
+      arm(phase);
+      return;
+    }
+    (static_cast<MeshConnection*>(hook)->*phase.on_expired)();
+  }
+  phase.armed_at = now;  // keeps arm() from adding a timer wait while the rest is posted
+  asio::post(io, [this, &phase] {
+    if (stopping) return;
+    phase.armed_at = SteadyClock::time_point{};
+    expire(phase);
+  });
 }
 
 void MeshServer::Impl::send_heartbeats() {
@@ -515,7 +542,7 @@ void MeshConnection::start() {
   if (server_.tls) {
     phase_ = Phase::tls_handshake;
     tls_ = std::make_unique<ssl::stream<Socket&>>(socket_, *server_.tls);
-    tls_->async_handshake(ssl::stream_base::server, [self = shared_from_this()](const boost::system::error_code& e) {
+    tls_->async_handshake(ssl::stream_base::server, [self = self()](const boost::system::error_code& e) {
       if (self->phase_ != Phase::tls_handshake) return;  // closed meanwhile (stray, shutdown)
       if (e) {
         self->rejected("tls_failed", "TLS handshake failed: " + e.message());
@@ -536,7 +563,7 @@ void MeshConnection::read_more() {
     auto& buffer = active().tls_buffer;
     if (!buffer) buffer.reset(new char[kTlsReadBufferBytes]);
     tls_->async_read_some(asio::buffer(buffer.get(), kTlsReadBufferBytes),
-                          [self = shared_from_this()](const boost::system::error_code& ec, size_t n) {
+                          [self = self()](const boost::system::error_code& ec, size_t n) {
                             self->read_pending_ = false;
                             if (self->phase_ >= Phase::closed) return;
                             if (n > 0) self->on_bytes(self->hs_->tls_buffer.get(), n);
@@ -551,7 +578,7 @@ void MeshConnection::read_more() {
   }
   // Plain TCP: wait for readability, then read into the thread's shared
   // buffer, so an idle connection owns no buffer at all.
-  socket_.async_wait(Socket::wait_read, [self = shared_from_this()](const boost::system::error_code& ec) {
+  socket_.async_wait(Socket::wait_read, [self = self()](const boost::system::error_code& ec) {
     self->read_pending_ = false;
     if (self->phase_ >= Phase::closed) return;
     if (ec) {
@@ -644,10 +671,11 @@ void MeshConnection::decide_join() {
   }
   phase_ = Phase::deciding;
   JoinRequest request{machine.peer_node_id(), remote_addr(), machine.join().raft_addr};
-  std::weak_ptr<MeshConnection> weak = shared_from_this();
-  server_.membership.decide(request, [weak, &io = server_.io](JoinDecision decision) {
-    asio::post(io, [weak, decision = std::move(decision)]() mutable {
-      if (auto self = weak.lock()) self->on_decision(std::move(decision));
+  // Holds the connection until the decision is back; on_decision() ignores
+  // it if the connection closed meanwhile.
+  server_.membership.decide(request, [self = self(), &io = server_.io](JoinDecision decision) mutable {
+    asio::post(io, [self = std::move(self), decision = std::move(decision)]() mutable {
+      self->on_decision(std::move(decision));
     });
   });
 }
@@ -817,7 +845,7 @@ void MeshConnection::flush() {
   writing_ = true;
   hs_->writing.clear();
   hs_->writing.swap(hs_->out);
-  auto done = [self = shared_from_this()](const boost::system::error_code& ec, size_t) {
+  auto done = [self = self()](const boost::system::error_code& ec, size_t) {
     self->writing_ = false;
     if (self->phase_ == Phase::closed) return;
     if (ec) {

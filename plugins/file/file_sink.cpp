@@ -12,6 +12,7 @@
 //   - All calls except the constructor/destructor come from the sink's single worker thread; no
 //     locking is needed.
 #include <zctl/sink.hpp>
+#include <zctl/sink_config.hpp>
 
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
@@ -59,50 +60,8 @@ constexpr auto kRotationBackoff = std::chrono::seconds(30);
 
 std::string errno_text(int err) { return std::system_category().message(err); }
 
-std::size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<std::size_t> row(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    std::size_t diag = row[0];
-    row[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      const std::size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0u : 1u)});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
-
 [[noreturn]] void unknown_key(std::string_view key) {
-  std::string msg = "unknown key '" + std::string(key) + "'";
-  // Suggest a close match: at most two edits away, or a prefix of a known key ("max_size").
-  std::string_view best;
-  std::size_t best_distance = 3;
-  for (const char* k : kKeys) {
-    const std::string_view known(k);
-    const std::size_t d = edit_distance(key, known);
-    if (d < best_distance) {
-      best_distance = d;
-      best = known;
-    }
-  }
-  if (best.empty() && key.size() >= 3) {
-    for (const char* k : kKeys) {
-      if (std::string_view(k).substr(0, key.size()) == key) {
-        best = k;
-        break;
-      }
-    }
-  }
-  if (!best.empty()) {
-    msg += " (did you mean '" + std::string(best) + "'?)";
-  } else {
-    msg += " (known keys:";
-    for (const char* k : kKeys) msg += std::string(" ") + k;
-    msg += ")";
-  }
-  throw std::invalid_argument(msg);
+  throw std::invalid_argument(zctl::sdk::unknown_key_message(key, kKeys));
 }
 
 mode_t parse_mode(std::string_view s) {

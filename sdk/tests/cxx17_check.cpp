@@ -2,6 +2,7 @@
 // -std=c++17 -Wall -Wextra -Wpedantic -Wshadow -Wconversion -Wold-style-cast -Werror as the
 // zctl_sdk_cxx_check target). Exercises every part of the helper once.
 #include <zctl/sink.hpp>
+#include <zctl/sink_config.hpp>
 
 #include <algorithm>
 #include <stdexcept>
@@ -14,7 +15,8 @@ class CheckSink final : public zctl::sdk::Sink {
   static constexpr const char* config_schema = R"({"type":"object"})";
 
   static void validate(const std::string& config_json) {
-    if (config_json.empty()) throw std::invalid_argument("empty config");
+    static constexpr const char* kKeys[] = {"path", "mode"};
+    if (config_json.empty()) throw std::invalid_argument(zctl::sdk::unknown_key_message("pth", kKeys));
   }
   CheckSink(const std::string& config_json, zctl::sdk::Host host) : host_(host) {
     validate(config_json);

@@ -13,6 +13,7 @@ struct ServeOptions {
   std::string data_dir;
   std::string admin;
   std::string mesh;
+  std::string raft;
   std::string join_token_file;
 };
 
@@ -32,6 +33,7 @@ std::vector<std::string> build_config(const ServeOptions& o, Config& out) {
   if (!o.data_dir.empty()) config.node.data_dir = o.data_dir;
   if (!o.admin.empty()) config.admin.listen = o.admin;
   if (!o.mesh.empty()) config.mesh.listen = o.mesh;
+  if (!o.raft.empty()) config.cluster.raft_listen = o.raft;
   if (!o.join_token_file.empty()) config.mesh.join_token_file = o.join_token_file;
   resolve_defaults(config, executable_dir());
   out = std::move(config);
@@ -90,6 +92,7 @@ Runner register_serve(CLI::App& app) {
   cmd->add_option("--data-dir", o->data_dir, "Data directory (default: ./zctl-data/<id>)");
   cmd->add_option("--admin", o->admin, "Admin API listen address HOST:PORT (default 127.0.0.1:6280; port 0 = any)");
   cmd->add_option("--mesh", o->mesh, "Mesh port listen address HOST:PORT (default 127.0.0.1:6262; port 0 = any)");
+  cmd->add_option("--raft", o->raft, "Raft transport address, an IPv4 HOST:PORT (default 127.0.0.1:6263)");
   cmd->add_option("--join-token-file", o->join_token_file, "File holding the cluster's join token (mesh.join_token_file)")
       ->check(CLI::ExistingFile);
   return [o] { return run_serve(*o); };

@@ -8,9 +8,10 @@ BUILD_PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libcli11-dev libboost-dev libboost-filesystem-dev libboost-system-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev rapidjson-dev libssl-dev libsystemd-dev
+  libraft-dev libuv1-dev
 )
 # Real peers and tools the test suite talks to.
-TEST_PACKAGES=(catch2 python3 curl openssl prometheus groff-base bash-completion systemd clang-14 libclang-rt-14-dev)
+TEST_PACKAGES=(catch2 python3 curl openssl prometheus groff-base bash-completion systemd clang-14 libclang-rt-14-dev rsyslog rsyslog-gnutls)
 # Benchmarks under bench/: nginx is the reference server of bench/mesh_flood.py.
 BENCH_PACKAGES=(python3 nginx)
 

@@ -17,6 +17,7 @@
 #include <utility>
 
 #include "admin_server.hpp"
+#include "cluster_engine.hpp"
 #include "membership.hpp"
 #include "mesh_server.hpp"
 #include "service_notify.hpp"
@@ -112,12 +113,16 @@ struct Engine::Services {
   std::unique_ptr<PluginHost> plugins;
   std::unique_ptr<SinkHost> sinks;
   std::unique_ptr<AdminServer> admin;
+  std::unique_ptr<ClusterEngine> cluster;
+  bool ready_notified = false;  // io thread
   std::unique_ptr<MembershipAuthority> membership;
   std::unique_ptr<MeshServer> mesh;
   bool sinks_attached = false;
   bool admin_attached = false;
 
   void start();
+  void start_cluster();
+  void notify_ready_once();
   void start_mesh();
   void stop_mesh();
   void begin_shutdown(std::string_view reason);
@@ -170,7 +175,13 @@ void Engine::Services::start() {
   const std::string token = config.admin.token_file.empty() ? std::string() : read_token_file("admin.token_file", config.admin.token_file);
   admin = std::make_unique<AdminServer>(
       io, *journal, *metrics, *sinks,
-      [] { return Readiness{true, "single node: serving; the cluster engine is not part of this build"}; }, token);
+      [this] {
+        const ClusterStatus c = cluster ? cluster->status() : ClusterStatus{};
+        if (c.has_leader) return Readiness{true, "leader " + c.leader_id + " (term " + std::to_string(c.term) + ")"};
+        return Readiness{false, c.state_known ? "no validated leader (term " + std::to_string(c.term) + ")"
+                                              : "cluster state not known yet"};
+      },
+      token);
   try {
     admin->listen(config.admin.listen);
   } catch (const std::exception& e) {
@@ -179,6 +190,7 @@ void Engine::Services::start() {
   bus->attach(admin.get());
   admin_attached = true;
 
+  start_cluster();
   start_mesh();
 
   info.node_id = config.node.id;
@@ -201,8 +213,39 @@ void Engine::Services::start() {
   // handled, not fatal.
   signals.emplace(io, SIGINT, SIGTERM, SIGHUP);
   wait_for_signals();
-  notify_ready("serving: mesh " + mesh->local_address() + ", admin API " + admin->local_address() + ", " + std::to_string(config.sinks.size()) +
-               " sink(s)");
+  // READY=1 once the first leader state is known (see start_cluster()).
+  if (cluster->status().state_known) notify_ready_once();
+}
+
+void Engine::Services::notify_ready_once() {
+  if (ready_notified || stopping) return;
+  ready_notified = true;
+  const ClusterStatus c = cluster->status();
+  notify_ready("serving: mesh " + mesh->local_address() + ", admin API " + admin->local_address() + ", " +
+               std::to_string(config.sinks.size()) + " sink(s), " +
+               (c.has_leader ? "leader " + c.leader_id : std::string("no leader")));
+}
+
+void Engine::Services::start_cluster() {
+  if (!config.cluster.join.empty()) {
+    throw StartupError(kExitConfig, "cluster.join: joining an existing cluster is not part of this build; "
+                                    "remove it to run a single-node cluster");
+  }
+  ClusterSettings settings;
+  settings.node_id = config.node.id;
+  settings.raft_address = config.cluster.raft_listen;
+  settings.data_dir = config.node.data_dir + "/raft";
+  settings.election_timeout = config.cluster.election_timeout;
+  settings.heartbeat = config.cluster.heartbeat;
+  settings.leader_stability = config.cluster.leader_stability;
+  cluster = std::make_unique<ClusterEngine>(std::move(settings), *bus, *metrics, [this](const ClusterStatus&) {
+    asio::post(io, [this] { notify_ready_once(); });  // from the raft loop thread
+  });
+  try {
+    cluster->start();
+  } catch (const std::exception& e) {
+    throw StartupError(kExitRuntime, std::string("cluster: ") + e.what());
+  }
 }
 
 void Engine::Services::start_mesh() {
@@ -299,6 +342,7 @@ void Engine::Services::begin_shutdown(std::string_view reason) {
   notify_stopping();
   if (signals) signals->cancel();
   stop_mesh();  // started last, stopped first: no peer traffic during the drain
+  if (cluster) cluster->stop();
   bus->emit("node", "stopping", EventFields().add("reason", reason));
   shutdown_timer.emplace(io, kStreamFlushGrace);
   shutdown_timer->async_wait([this](const boost::system::error_code&) {
@@ -312,6 +356,7 @@ void Engine::Services::finish_shutdown() {
   if (reload_thread.joinable()) reload_thread.join();
   signals.reset();
   stop_mesh();
+  if (cluster) cluster->stop();
   if (admin_attached) {
     bus->detach(admin.get());
     admin_attached = false;

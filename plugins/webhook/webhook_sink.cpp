@@ -180,41 +180,15 @@ Url parse_url(std::string_view s) {
   return u;
 }
 
-// A duration as elsewhere in zctl.yaml: numbers with units, combinable ("500ms", "10s", "1m30s").
+// A duration as elsewhere in zctl.yaml ("500ms", "10s", "1m30s"), from 1ms to 10m.
 std::chrono::milliseconds parse_duration(std::string_view key, std::string_view s) {
-  const auto bad = [&]() {
-    return std::invalid_argument(
-        "'" + std::string(key) +
-        "' must be a duration from 1ms to 10m such as \"500ms\", \"10s\" or \"1m30s\"; got \"" + std::string(s) + "\"");
-  };
-  double ms = 0;
-  std::size_t i = 0;
-  if (s.empty()) throw bad();
-  while (i < s.size()) {
-    const std::size_t start = i;
-    while (i < s.size() && ((s[i] >= '0' && s[i] <= '9') || s[i] == '.')) ++i;
-    const std::string_view number = s.substr(start, i - start);
-    const std::size_t unit_start = i;
-    while (i < s.size() && s[i] >= 'a' && s[i] <= 'z') ++i;
-    const std::string_view unit = s.substr(unit_start, i - unit_start);
-    if (number.empty() || number.size() > 12 || std::count(number.begin(), number.end(), '.') > 1 ||
-        number.front() == '.' || number.back() == '.')
-      throw bad();
-    double scale;
-    if (unit == "ms")
-      scale = 1.0;
-    else if (unit == "s")
-      scale = 1000.0;
-    else if (unit == "m")
-      scale = 60000.0;
-    else if (unit == "h")
-      scale = 3600000.0;
-    else
-      throw bad();
-    ms += std::stod(std::string(number)) * scale;
+  const auto ms = zctl::sdk::parse_duration_ms(s);
+  if (!ms || *ms < 1 || *ms > std::chrono::milliseconds(kMaxTimeout).count()) {
+    throw std::invalid_argument("'" + std::string(key) +
+                                "' must be a duration from 1ms to 10m such as \"500ms\", \"10s\" or \"1m30s\"; got \"" +
+                                std::string(s) + "\"");
   }
-  if (ms < 1.0 || ms > static_cast<double>(std::chrono::milliseconds(kMaxTimeout).count())) throw bad();
-  return std::chrono::milliseconds(static_cast<int64_t>(ms));
+  return std::chrono::milliseconds(*ms);
 }
 
 bool is_token_char(char c) {

@@ -71,6 +71,7 @@ class Node:
         self.proc = None
         self.admin_url = None
         self.mesh_address = None
+        self.raft_port = None
         self.stdout_path = os.path.join(workdir, f"{node_id}.stdout")
         self.stderr_path = os.path.join(workdir, f"{node_id}.stderr")
 
@@ -86,6 +87,10 @@ class Node:
             args += ["--admin", "127.0.0.1:0"]
         if not any(a == "--mesh" for a in self.extra_args):
             args += ["--mesh", "127.0.0.1:0"]
+        if not any(a == "--raft" for a in self.extra_args):
+            if self.raft_port is None:  # kept across restarts: raft stores its address
+                self.raft_port = free_port()
+            args += ["--raft", f"127.0.0.1:{self.raft_port}"]
         return args + self.extra_args
 
     def start(self, wait=True):

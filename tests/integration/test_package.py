@@ -26,6 +26,7 @@ class PackageTest(NodeTestCase):
 
         contents = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True).stdout
         for path in ("./usr/bin/zctl", "./usr/lib/zctl/plugins/file.so", "./usr/lib/zctl/plugins/webhook.so",
+                     "./usr/lib/zctl/plugins/syslog.so",
                      "./usr/include/zctl/sink.h",
                      "./usr/share/man/man1/zctl.1", "./usr/share/man/man5/zctl.yaml.5",
                      "./usr/share/man/man7/zctl-sink-plugin.7",
@@ -47,6 +48,7 @@ class PackageTest(NodeTestCase):
         self.assertIn(os.path.join(root, "usr", "lib", "zctl", "plugins", "file.so"), plugins.stdout)
         self.assertIn("file ", plugins.stdout)
         self.assertIn("webhook ", plugins.stdout)
+        self.assertIn("syslog ", plugins.stdout)
 
         # The unit is valid for this systemd (pointed at the unpacked binary) ...
         unit = os.path.join(self.workdir, "zctl.service")

@@ -122,8 +122,8 @@ class ServeTest(NodeTestCase):
         status, _, body = node.get("/v1/events?since=abc")
         self.assertEqual(status, 400)
         self.assertIn("since", json.loads(body)["detail"])
-        status, _, body = node.get("/readyz")
-        self.assertEqual(status, 200, body)
+        # Ready once the single-node cluster announced its validated leader.
+        wait_for(lambda: node.get("/readyz")[0] == 200, what="/readyz 200")
         status, _, body = node.get("/v1/sinks")
         sinks = json.loads(body)
         self.assertEqual([(s["name"], s["plugin"], s["up"]) for s in sinks], [("events", "file", True)])
@@ -161,7 +161,7 @@ class ServeTest(NodeTestCase):
 
     def test_live_stream_starts_by_telling_the_client_its_position(self):
         node = self.node("n1").start()
-        out = subprocess.run(["curl", "-sN", "--max-time", "0.5", node.admin_url + "/v1/events"],
+        out = subprocess.run(["curl", "-sN", "--max-time", "0.5", node.admin_url + "/v1/events?namespace=node"],
                              capture_output=True, text=True).stdout
         # Resuming from here after a drop loses nothing, even before any event.
         self.assertEqual(out, "retry: 1000\n\nid: 1\n\n")
@@ -186,7 +186,9 @@ class ServeTest(NodeTestCase):
             ready = sock.recv(512).decode()
             self.assertTrue(ready.startswith("READY=1\nSTATUS=serving: mesh 127.0.0.1:"), ready)
             self.assertIn(", admin API 127.0.0.1:", ready)
+            self.assertIn(", leader n1", ready)  # READY=1 waits for the first leader state
             self.assertEqual(node.get("/healthz")[0], 200)  # ready really means serving
+            self.assertEqual(node.get("/readyz")[0], 200)
             node.signal(signal.SIGHUP)
             self.assertTrue(sock.recv(512).decode().startswith("RELOADING=1"))
             self.assertTrue(sock.recv(512).decode().startswith("READY=1"))

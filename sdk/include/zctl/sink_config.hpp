@@ -12,7 +12,9 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -63,6 +65,41 @@ std::string unknown_key_message(std::string_view key, const Keys& known) {
   message += " (known keys:";
   for (std::string_view k : known) message += " " + std::string(k);
   return message + ")";
+}
+
+/* A duration written as in zctl.yaml: numbers with units ms, s, m, h,
+ * combinable ("500ms", "10s", "1m30s", "1.5s"). Milliseconds, or nullopt
+ * when the text is not such a duration. */
+inline std::optional<std::int64_t> parse_duration_ms(std::string_view s) {
+  if (s.empty()) return std::nullopt;
+  double ms = 0;
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const std::size_t start = i;
+    while (i < s.size() && ((s[i] >= '0' && s[i] <= '9') || s[i] == '.')) ++i;
+    const std::string_view number = s.substr(start, i - start);
+    const std::size_t unit_start = i;
+    while (i < s.size() && s[i] >= 'a' && s[i] <= 'z') ++i;
+    const std::string_view unit = s.substr(unit_start, i - unit_start);
+    if (number.empty() || number.size() > 12 || std::count(number.begin(), number.end(), '.') > 1 ||
+        number.front() == '.' || number.back() == '.') {
+      return std::nullopt;
+    }
+    double scale = 0;
+    if (unit == "ms") {
+      scale = 1.0;
+    } else if (unit == "s") {
+      scale = 1000.0;
+    } else if (unit == "m") {
+      scale = 60000.0;
+    } else if (unit == "h") {
+      scale = 3600000.0;
+    } else {
+      return std::nullopt;
+    }
+    ms += std::stod(std::string(number)) * scale;
+  }
+  return static_cast<std::int64_t>(ms);
 }
 
 }  // namespace zctl::sdk

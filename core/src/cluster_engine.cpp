@@ -404,19 +404,11 @@ void ClusterEngine::Loop::announce(const LeaderAnnouncement& a) {
   has_leader_gauge.set(a.kind == LeaderAnnouncement::Kind::has_leader ? 1 : 0);
   is_leader_gauge.set(self_leads ? 1 : 0);
   publish_status();
-  if (listener) {
-    ClusterStatus snapshot;
-    {
-      std::lock_guard lock(status_mutex);
-      snapshot = status;
-    }
-    listener(snapshot);
-  }
+  if (listener) listener();
 }
 
 void ClusterEngine::Loop::publish_status() {
   std::lock_guard lock(status_mutex);
-  status.started = true;
   status.state_known = tracker.announced();
   const auto leader = tracker.announced_leader();
   status.has_leader = leader.has_value();

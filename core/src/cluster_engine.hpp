@@ -36,7 +36,6 @@ namespace zctl {
 
 class EventBus;
 class MetricsRegistry;
-struct LeaderAnnouncement;
 
 struct ClusterSettings {
   std::string node_id;
@@ -49,7 +48,6 @@ struct ClusterSettings {
 
 // What /readyz, /metrics and the CLI read; a consistent snapshot.
 struct ClusterStatus {
-  bool started = false;
   bool state_known = false;  // the first has_leader / is_leaderless was announced
   bool has_leader = false;   // a validated leader is announced
   bool is_leader = false;    // and it is this node
@@ -61,8 +59,9 @@ struct ClusterStatus {
 
 class ClusterEngine {
  public:
-  // Called on the loop thread after each announcement has been emitted.
-  using AnnouncementListener = std::function<void(const ClusterStatus&)>;
+  // Called on the loop thread after each announcement has been emitted
+  // (status() already reflects it).
+  using AnnouncementListener = std::function<void()>;
 
   ClusterEngine(ClusterSettings settings, EventBus& bus, MetricsRegistry& metrics,
                 AnnouncementListener on_announcement = {});

@@ -238,7 +238,7 @@ void Engine::Services::start_cluster() {
   settings.election_timeout = config.cluster.election_timeout;
   settings.heartbeat = config.cluster.heartbeat;
   settings.leader_stability = config.cluster.leader_stability;
-  cluster = std::make_unique<ClusterEngine>(std::move(settings), *bus, *metrics, [this](const ClusterStatus&) {
+  cluster = std::make_unique<ClusterEngine>(std::move(settings), *bus, *metrics, [this] {
     asio::post(io, [this] { notify_ready_once(); });  // from the raft loop thread
   });
   try {

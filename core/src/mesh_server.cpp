@@ -91,8 +91,6 @@ SourceKey source_key(const asio::ip::address& address) {
   return key;
 }
 
-std::string_view step_name_tls() { return "tls_handshake"; }
-
 double seconds_since(SteadyClock::time_point start) {
   return std::chrono::duration<double>(SteadyClock::now() - start).count();
 }
@@ -952,7 +950,7 @@ std::string MeshConnection::local_addr() const {
 }
 
 std::string_view MeshConnection::pending_step() const {
-  if (phase_ == Phase::tls_handshake) return step_name_tls();
+  if (phase_ == Phase::tls_handshake) return "tls_handshake";
   if (!hs_) return "hello";
   const auto step = hs_->machine.pending_step();
   return step.empty() ? std::string_view("joined") : step;

@@ -14,6 +14,8 @@
 #include <zctl/sink.hpp>
 #include <zctl/sink_config.hpp>
 
+#include "plugin_config.hpp"
+
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 
@@ -77,13 +79,7 @@ mode_t parse_mode(std::string_view s) {
 }
 
 FileSinkConfig parse_config(const std::string& json) {
-  rapidjson::Document doc;
-  doc.Parse(json.c_str(), json.size());
-  if (doc.HasParseError())
-    throw std::invalid_argument(std::string("config is not valid JSON: ") +
-                                rapidjson::GetParseError_En(doc.GetParseError()) + " (at offset " +
-                                std::to_string(doc.GetErrorOffset()) + ")");
-  if (!doc.IsObject()) throw std::invalid_argument("config must be a JSON object");
+  const rapidjson::Document doc = zctl::plugins::parse_config_object(json);
 
   FileSinkConfig cfg;
   bool have_path = false;

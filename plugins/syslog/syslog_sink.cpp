@@ -21,6 +21,9 @@
 #include <zctl/sink.hpp>
 #include <zctl/sink_config.hpp>
 
+#include "openssl_error.hpp"
+#include "plugin_config.hpp"
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -55,6 +58,10 @@
 #include <utility>
 #include <vector>
 
+using zctl::plugins::openssl_error;
+using zctl::plugins::string_value;
+using zctl::plugins::timeout_value;
+
 namespace {
 
 using zctl::sdk::Status;
@@ -63,7 +70,6 @@ using zctl::sdk::Status;
 // 32473 is the number IANA reserves for documentation and examples (RFC 5612).
 constexpr const char* kSdId = "zctl@32473";
 constexpr std::size_t kMaxUdpPayload = 65507;  // 65535 - 8 (UDP header) - 20 (IPv4 header)
-constexpr auto kMaxTimeout = std::chrono::minutes(10);
 
 constexpr const char* kKeys[] = {"transport", "address", "format",  "framing",   "facility", "app_name",
                                  "hostname",  "timeout", "ca_file", "cert_file", "key_file", "verify"};
@@ -101,25 +107,7 @@ const std::pair<const char*, int> kFacilities[] = {
   throw std::invalid_argument(zctl::sdk::unknown_key_message(key, kKeys));
 }
 
-std::string string_value(std::string_view key, const rapidjson::Value& v) {
-  if (!v.IsString() || v.GetStringLength() == 0)
-    throw std::invalid_argument("'" + std::string(key) + "' must be a non-empty string");
-  std::string s(v.GetString(), v.GetStringLength());
-  if (s.find('\0') != std::string::npos)
-    throw std::invalid_argument("'" + std::string(key) + "' must not contain a NUL character");
-  return s;
-}
 
-// A duration as elsewhere in zctl.yaml ("500ms", "10s", "1m30s"), from 1ms to 10m.
-std::chrono::milliseconds parse_duration(std::string_view key, std::string_view s) {
-  const auto ms = zctl::sdk::parse_duration_ms(s);
-  if (!ms || *ms < 1 || *ms > std::chrono::milliseconds(kMaxTimeout).count()) {
-    throw std::invalid_argument("'" + std::string(key) +
-                                "' must be a duration from 1ms to 10m such as \"500ms\", \"10s\" or \"1m30s\"; got \"" +
-                                std::string(s) + "\"");
-  }
-  return std::chrono::milliseconds(*ms);
-}
 
 // Printable US-ASCII without spaces, 1..max characters: what RFC 5424 allows in HOSTNAME,
 // APP-NAME, PROCID and MSGID (and what RFC 3164 parsers cope with).
@@ -168,13 +156,7 @@ void parse_address(SyslogConfig& cfg, const std::string& a, const char* default_
 }
 
 SyslogConfig parse_config(const std::string& json) {
-  rapidjson::Document doc;
-  doc.Parse(json.c_str(), json.size());
-  if (doc.HasParseError())
-    throw std::invalid_argument(std::string("config is not valid JSON: ") +
-                                rapidjson::GetParseError_En(doc.GetParseError()) + " (at offset " +
-                                std::to_string(doc.GetErrorOffset()) + ")");
-  if (!doc.IsObject()) throw std::invalid_argument("config must be a JSON object");
+  const rapidjson::Document doc = zctl::plugins::parse_config_object(json);
 
   SyslogConfig cfg;
   bool have_framing = false, have_tls_option = false;
@@ -230,7 +212,7 @@ SyslogConfig parse_config(const std::string& json) {
         throw std::invalid_argument("'hostname' must be 1-255 printable ASCII characters without spaces");
     } else if (key == "timeout") {
       if (!v.IsString()) throw std::invalid_argument("'timeout' must be a duration string such as \"5s\"");
-      cfg.timeout = parse_duration(key, s);
+      cfg.timeout = timeout_value(key, s);
     } else if (key == "ca_file") {
       cfg.ca_file = string_value(key, v);
       have_tls_option = true;
@@ -366,14 +348,6 @@ std::string short_host_name() {
 
 std::string errno_text(int e) { return std::strerror(e); }
 
-std::string openssl_error() {
-  const unsigned long e = ERR_get_error();
-  ERR_clear_error();
-  if (e == 0) return "unknown TLS error";
-  char buf[256];
-  ERR_error_string_n(e, buf, sizeof buf);
-  return buf;
-}
 
 std::string format_ms(std::chrono::milliseconds d) {
   return d.count() % 1000 == 0 ? std::to_string(d.count() / 1000) + "s" : std::to_string(d.count()) + "ms";

@@ -18,6 +18,9 @@
 #include <zctl/sink.hpp>
 #include <zctl/sink_config.hpp>
 
+#include "openssl_error.hpp"
+#include "plugin_config.hpp"
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -59,6 +62,10 @@
 #include <utility>
 #include <vector>
 
+using zctl::plugins::openssl_error;
+using zctl::plugins::string_value;
+using zctl::plugins::timeout_value;
+
 namespace {
 
 namespace asio = boost::asio;
@@ -76,7 +83,6 @@ constexpr std::size_t kMaxSecretBytes = 64 * 1024;
 constexpr std::size_t kResponseBodyLimit = 64 * 1024;  // larger bodies are not read to the end
 constexpr std::size_t kSnippetBytes = 200;
 constexpr uint32_t kMaxRetryAfterSeconds = 3600;
-constexpr auto kMaxTimeout = std::chrono::minutes(10);
 
 constexpr const char* kKeys[] = {"url",     "format",  "headers",   "bearer_token_file", "hmac_secret_file",
                                  "timeout", "ca_file", "cert_file", "key_file",          "verify"};
@@ -180,29 +186,11 @@ Url parse_url(std::string_view s) {
   return u;
 }
 
-// A duration as elsewhere in zctl.yaml ("500ms", "10s", "1m30s"), from 1ms to 10m.
-std::chrono::milliseconds parse_duration(std::string_view key, std::string_view s) {
-  const auto ms = zctl::sdk::parse_duration_ms(s);
-  if (!ms || *ms < 1 || *ms > std::chrono::milliseconds(kMaxTimeout).count()) {
-    throw std::invalid_argument("'" + std::string(key) +
-                                "' must be a duration from 1ms to 10m such as \"500ms\", \"10s\" or \"1m30s\"; got \"" +
-                                std::string(s) + "\"");
-  }
-  return std::chrono::milliseconds(*ms);
-}
 
 bool is_token_char(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
 }
 
-std::string string_value(std::string_view key, const rapidjson::Value& v) {
-  if (!v.IsString() || v.GetStringLength() == 0)
-    throw std::invalid_argument("'" + std::string(key) + "' must be a non-empty string");
-  std::string s(v.GetString(), v.GetStringLength());
-  if (s.find('\0') != std::string::npos)
-    throw std::invalid_argument("'" + std::string(key) + "' must not contain a NUL character");
-  return s;
-}
 
 // Reads a whole small file, e.g. a secret. Throws with the option's name, the path and the cause.
 std::string read_file(std::string_view key, const std::string& path, std::size_t limit) {
@@ -233,13 +221,7 @@ std::string read_secret(std::string_view key, const std::string& path) {
 }
 
 WebhookConfig parse_config(const std::string& json) {
-  rapidjson::Document doc;
-  doc.Parse(json.c_str(), json.size());
-  if (doc.HasParseError())
-    throw std::invalid_argument(std::string("config is not valid JSON: ") +
-                                rapidjson::GetParseError_En(doc.GetParseError()) + " (at offset " +
-                                std::to_string(doc.GetErrorOffset()) + ")");
-  if (!doc.IsObject()) throw std::invalid_argument("config must be a JSON object");
+  const rapidjson::Document doc = zctl::plugins::parse_config_object(json);
 
   WebhookConfig cfg;
   bool have_url = false;
@@ -293,7 +275,7 @@ WebhookConfig parse_config(const std::string& json) {
       cfg.hmac_secret_file = string_value(key, v);
     } else if (key == "timeout") {
       if (!v.IsString()) throw std::invalid_argument("'timeout' must be a duration string such as \"10s\"");
-      cfg.timeout = parse_duration(key, std::string_view(v.GetString(), v.GetStringLength()));
+      cfg.timeout = timeout_value(key, std::string_view(v.GetString(), v.GetStringLength()));
     } else if (key == "ca_file") {
       cfg.ca_file = string_value(key, v);
     } else if (key == "cert_file") {
@@ -341,14 +323,6 @@ void check_files(const WebhookConfig& cfg) {
 // ---------------------------------------------------------------------------------------------
 // Helpers for a request
 
-std::string openssl_error() {
-  const unsigned long e = ERR_get_error();
-  ERR_clear_error();
-  if (e == 0) return "unknown OpenSSL error";
-  char buf[256];
-  ERR_error_string_n(e, buf, sizeof buf);
-  return buf;
-}
 
 // Lower-case hex of HMAC-SHA256(secret, "<t>.<body>"), without copying the body.
 std::string sign(const std::string& secret, const std::string& timestamp, const std::string& body) {

@@ -46,6 +46,14 @@ def http_get(url, headers=None, timeout=5):
         return e.code, dict(e.headers), e.read().decode()
 
 
+def metric(text, name, **labels):
+    """The value of one sample in Prometheus text, or None when absent."""
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = "^" + re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" (\S+)$"
+    m = re.search(pattern, text, re.M)
+    return float(m.group(1)) if m else None
+
+
 def read_events(path):
     if not os.path.exists(path):
         return []
@@ -172,6 +180,27 @@ class NodeTestCase(unittest.TestCase):
         proc = subprocess.Popen(args, **kwargs)
         self._procs.append(proc)
         return proc
+
+    def openssl(self, *args, cwd=None):
+        """Runs the openssl command (certificates for TLS tests) in `cwd`, the test's directory by default."""
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=cwd or self.workdir)
+
+    def assert_sink_config_refused(self, plugin, sink, cases):
+        """Each (config, message) in `cases` makes `zctl serve` exit 1 naming the sink and the message."""
+        for config, message in cases:
+            with self.subTest(config=config):
+                node = self.node("bad", config=f"sinks:\n  - name: {sink}\n    plugin: {plugin}\n"
+                                               f"    config: {json.dumps(config)}\n")
+                code, _, err = node.run_to_exit()
+                self.assertEqual(code, 1, err)
+                self.assertIn(f"sink '{sink}' (plugin {plugin}): invalid config: ", err)
+                self.assertIn(message, err)
+
+    def assert_example_config_valid(self, relative):
+        """`zctl config check` accepts the shipped example at `relative` (from the source tree)."""
+        source = SOURCE_DIR or os.path.join(os.path.dirname(__file__), "..", "..")
+        result = self.zctl("config", "check", os.path.join(source, relative))
+        self.assertEqual(result.returncode, 0, result.stderr)
 
     def zctl(self, *args, timeout=20, env=None):
         return subprocess.run(

@@ -15,7 +15,7 @@ import struct
 import subprocess
 import time
 
-from harness import NodeTestCase, http_get, main, wait_for
+from harness import NodeTestCase, main, metric, wait_for
 
 GRACE_MS = 600
 TOLERANCE = 0.4  # seconds a close may come after the deadline on a loaded 2-core machine
@@ -97,13 +97,6 @@ def rejected_reason(body):
     reason, offset = parse_str(body, 0)
     detail, _ = parse_str(body, offset)
     return reason, detail
-
-
-def metric(text, name, **labels):
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = "^" + re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" (\S+)$"
-    m = re.search(pattern, text, re.M)
-    return float(m.group(1)) if m else None
 
 
 class MeshTestCase(NodeTestCase):
@@ -431,25 +424,21 @@ class MetricsFormatTest(MeshTestCase):
         self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
 
 
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 class TlsTest(MeshTestCase):
     def make_pki(self):
         d = os.path.join(self.workdir, "pki")
         os.makedirs(d)
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=zctl test CA",
+        self.openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=zctl test CA",
                 "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
         for name in ("server", "client"):
-            openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+            self.openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
                     "-out", f"{name}.csr", cwd=d)
             with open(os.path.join(d, f"{name}.ext"), "w") as f:
                 f.write("subjectAltName=IP:127.0.0.1\n" if name == "server" else "extendedKeyUsage=clientAuth\n")
-            openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            self.openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
                     "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=d)
         # A client certificate from a CA the node does not trust.
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=rogue",
+        self.openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=rogue",
                 "-keyout", "rogue.key", "-out", "rogue.pem", cwd=d)
         return d
 

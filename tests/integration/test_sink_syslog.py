@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import time
-import unittest
 
 from harness import NodeTestCase, free_port, main, read_events, wait_for
 
@@ -342,9 +341,6 @@ sinks:
 
     # --- TLS --------------------------------------------------------------------
 
-    def openssl(self, *args):
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=self.workdir)
-
     def make_tls_files(self):
         self.openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days",
                      "1", "-subj", "/CN=test-ca", "-addext", "basicConstraints=critical,CA:TRUE",
@@ -393,18 +389,10 @@ sinks:
             ({"app_name": "has space"}, "'app_name' must be 1-48 printable ASCII characters without spaces"),
             ({"timeout": "10"}, "'timeout' must be a duration from 1ms to 10m"),
         ]
-        for config, message in cases:
-            with self.subTest(config=config):
-                node = self.node("bad", config=f"sinks:\n  - name: sl\n    plugin: syslog\n    config: {json.dumps(config)}\n")
-                code, _, err = node.run_to_exit()
-                self.assertEqual(code, 1, err)
-                self.assertIn("sink 'sl' (plugin syslog): invalid config: ", err)
-                self.assertIn(message, err)
+        self.assert_sink_config_refused("syslog", "sl", cases)
 
     def test_example_config_is_valid(self):
-        source = os.environ.get("ZCTL_SOURCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..")
-        result = self.zctl("config", "check", os.path.join(source, "examples", "sinks", "syslog.yaml"))
-        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assert_example_config_valid("examples/sinks/syslog.yaml")
 
 
 if __name__ == "__main__":

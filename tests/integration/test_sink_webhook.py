@@ -13,19 +13,12 @@ import os
 import re
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from harness import NodeTestCase, main, read_events, wait_for
-
-
-def metric(text, name, **labels):
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    m = re.search("^" + re.escape(name) + r"\{" + re.escape(want) + r"\} (\S+)$", text, re.M)
-    return float(m.group(1)) if m else None
+from harness import NodeTestCase, main, metric, read_events, wait_for
 
 
 class Receiver:
@@ -317,9 +310,6 @@ class WebhookTest(NodeTestCase):
 
     # --- TLS --------------------------------------------------------------------
 
-    def openssl(self, *args):
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=self.workdir)
-
     def make_ca(self, name):
         self.openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                      "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "1", "-subj", f"/CN={name}",
@@ -389,18 +379,10 @@ class WebhookTest(NodeTestCase):
             ({"url": "http://x/", "headers": {"Content-Length": "1"}}, "Content-Length is set by the sink"),
             ({"url": "http://x/", "headers": {"X-A": "a\r\nX-B: b"}}, "must not contain CR, LF or NUL"),
         ]
-        for config, message in cases:
-            with self.subTest(config=config):
-                node = self.node("bad", config=f"sinks:\n  - name: hook\n    plugin: webhook\n    config: {json.dumps(config)}\n")
-                code, _, err = node.run_to_exit()
-                self.assertEqual(code, 1, err)
-                self.assertIn("sink 'hook' (plugin webhook): invalid config: ", err)
-                self.assertIn(message, err)
+        self.assert_sink_config_refused("webhook", "hook", cases)
 
     def test_example_config_is_valid(self):
-        source = os.environ.get("ZCTL_SOURCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..")
-        result = self.zctl("config", "check", os.path.join(source, "examples", "sinks", "webhook.yaml"))
-        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assert_example_config_valid("examples/sinks/webhook.yaml")
 
 
 if __name__ == "__main__":

@@ -844,7 +844,7 @@ void read_sink_name(ConfigReader& r, const Item& item, std::string& out, FirstSe
   out = name;
 }
 
-void read_sink(ConfigReader& r, const Item& item, SinkConfig& sink, FirstSeen& sink_names) {
+void read_sink(ConfigReader& r, const Item& item, SinkConfig& sink, FirstSeen& sink_names, FirstSeen& spool_dirs) {
   if (!item.node.IsMap()) return r.expected(item, "a sink mapping with at least name and plugin");
   bool has_name = false;
   bool has_plugin = false;
@@ -895,8 +895,22 @@ void read_sink(ConfigReader& r, const Item& item, SinkConfig& sink, FirstSeen& s
   };
   const auto spool = [&](const Item& v) {
     r.mapping(v, {
-                     {"dir", [&](const Item& s) { r.string(s, sink.spool.dir); }},
+                     {"dir",
+                      [&](const Item& s) {
+                        if (!r.non_empty_string(s, sink.spool.dir)) return;
+                        // One spool holds one sink's events in one order.
+                        if (const auto earlier = spool_dirs.add(sink.spool.dir, s.mark)) {
+                          r.error(s, "spool directory " + shown(sink.spool.dir) + " is already used by another sink (at " +
+                                         position(*earlier) + ")");
+                        }
+                      }},
                      {"max_bytes", [&](const Item& s) { r.size(s, sink.spool.max_bytes, 1); }},
+                 });
+  };
+  const auto dead_letter = [&](const Item& v) {
+    r.mapping(v, {
+                     {"path", [&](const Item& s) { r.non_empty_string(s, sink.dead_letter.path); }},
+                     {"max_bytes", [&](const Item& s) { r.size(s, sink.dead_letter.max_bytes, 4096); }},
                  });
   };
   r.mapping(item,
@@ -915,6 +929,7 @@ void read_sink(ConfigReader& r, const Item& item, SinkConfig& sink, FirstSeen& s
                 {"queue", queue},
                 {"retry", retry},
                 {"spool", spool},
+                {"dead_letter", dead_letter},
                 {"call_timeout",
                  [&](const Item& v) { r.duration(v, sink.call_timeout, ZeroDuration::rejected); }},
                 {"config", [&](const Item& v) { r.json(v, sink.config_json); }},
@@ -930,9 +945,10 @@ void read_sink(ConfigReader& r, const Item& item, SinkConfig& sink, FirstSeen& s
 
 void read_sinks(ConfigReader& r, const Item& item, std::vector<SinkConfig>& sinks) {
   FirstSeen sink_names;
+  FirstSeen spool_dirs;
   r.sequence(item, "sink mappings", [&](const Item& element) {
     SinkConfig sink;
-    read_sink(r, element, sink, sink_names);
+    read_sink(r, element, sink, sink_names, spool_dirs);
     sinks.push_back(std::move(sink));
   });
 }

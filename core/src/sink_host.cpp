@@ -95,6 +95,13 @@ std::vector<std::string> SinkHost::reload(const std::vector<SinkConfig>& sinks) 
       auto worker = it->second;
       current.erase(it);
       next.push_back(worker);
+      const SpoolConfig spool = worker->spool_config();
+      if (spool.dir != config.spool.dir || spool.max_bytes != config.spool.max_bytes) {
+        // The spool holds undelivered events in order; moving it under a
+        // running worker could lose or reorder them.
+        throw SinkSetupError("sink '" + config.name +
+                             "': spool settings cannot change on reload; restart the node to apply them");
+      }
       if (worker->config_fingerprint() == sink_config_fingerprint(config)) {
         worker->request_reopen();
       } else {

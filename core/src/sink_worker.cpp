@@ -1,6 +1,8 @@
 #include "sink_worker.hpp"
 
+#include "dead_letter.hpp"
 #include "event_filter.hpp"
+#include "sink_spool.hpp"
 #include "zctl/core/detail/event_type_memo.hpp"
 
 #include <pthread.h>
@@ -25,6 +27,7 @@ std::string sink_config_fingerprint(const SinkConfig& c) {
       << ' ' << c.queue.batch_max << '\n'
       << c.retry.initial.count() << ' ' << c.retry.max.count() << ' ' << c.retry.max_attempts << '\n'
       << c.spool.dir << ' ' << c.spool.max_bytes << ' ' << c.call_timeout.count() << '\n'
+      << c.dead_letter.path << ' ' << c.dead_letter.max_bytes << '\n'
       << c.config_json;
   return out.str();
 }
@@ -35,6 +38,8 @@ constexpr uint32_t kReasonCap = 512;
 constexpr uint32_t kUnhealthyAfterFailures = 3;
 constexpr auto kHealthCheckInterval = std::chrono::seconds(10);
 constexpr auto kBatchLinger = std::chrono::microseconds(500);
+// How often a worker waiting to retry moves newly queued events to its spool.
+constexpr auto kSpoolAbsorbInterval = std::chrono::milliseconds(100);
 
 const char* result_name(int32_t code) {
   switch (code) {
@@ -57,6 +62,8 @@ struct SinkWorker::State {
   Counter* failed_counter;
   Gauge* queue_gauge;
   Gauge* up_gauge;
+  Gauge* spool_events_gauge;
+  Gauge* spool_bytes_gauge;
   Histogram* delivery_seconds;
   zctl_sink_host host_api{};
 
@@ -89,6 +96,11 @@ struct SinkWorker::State {
   // filter decisions per (namespace, type); cleared when reload swaps the filter
   detail::EventTypeMemo<bool> filter_cache;
 
+  // --- set by start(), then used by the worker thread only; the spool's
+  // counters are read by any thread ---
+  std::unique_ptr<SinkSpool> spool;
+  std::unique_ptr<DeadLetterFile> dead_letter;
+
   // --- worker thread only ---
   void* instance = nullptr;
   uint64_t next_batch_id = 1;
@@ -96,6 +108,7 @@ struct SinkWorker::State {
   Clock::time_point last_health_check = Clock::now();
   Clock::time_point next_create_attempt{};
   uint32_t create_failures = 0;
+  uint32_t spool_failures = 0;  // consecutive failed writes to the spool
   std::mt19937_64 rng{std::random_device{}()};
 
   // --- atomics read by the supervisor ---
@@ -108,7 +121,7 @@ struct SinkWorker::State {
   // Every loss is announced (sink/dropped); the metric splits them: events
   // never attempted are "dropped", attempted and given up on are "failed".
   void count_drop(const std::string& reason, uint64_t n) {  // mutex held
-    if (reason == "queue_full" || reason == "shutdown") dropped_counter->inc(n);
+    if (reason == "queue_full" || reason == "spool_full" || reason == "shutdown") dropped_counter->inc(n);
     for (auto& [r, count] : pending_drops) {
       if (r == reason) {
         count += n;
@@ -251,9 +264,10 @@ struct SinkWorker::State {
     if (reopen) reopen_instance();
   }
 
-  // Delivers one batch with retries. Returns when it is delivered, rejected,
-  // out of attempts, or the stop deadline passed.
-  void deliver(std::deque<EventPtr>& batch) {
+  // Delivers one batch with retries. Returns true when the batch is done
+  // with (delivered, rejected, out of attempts), false when the stop
+  // deadline passed first: a spooled batch then stays in the spool.
+  bool deliver(std::deque<EventPtr>& batch) {
     std::vector<zctl_sink_event> views;
     views.reserve(batch.size());
     for (const auto& e : batch) {
@@ -272,15 +286,16 @@ struct SinkWorker::State {
         consecutive_failures = 0;
         std::lock_guard lock(mutex);
         if (!healthy) set_health(true, {});
-        return;
+        return true;
       }
       if (rc == ZCTL_SINK_REJECT) {
         failed_counter->inc(n);
         log_error("sink " + name + ": plugin rejected " + std::to_string(n) + " event(s) permanently (seq " +
                   std::to_string(batch.front()->seq) + ".." + std::to_string(batch.back()->seq) + "): " + reason);
+        write_dead_letters(batch, "rejected", reason, attempt);
         std::lock_guard lock(mutex);
         count_drop("rejected", n);
-        return;
+        return true;
       }
       // RETRY (attempt_once maps invalid codes and escaped exceptions to it):
       // transient until attempts run out.
@@ -296,18 +311,112 @@ struct SinkWorker::State {
         failed_counter->inc(n);
         log_error("sink " + name + ": giving up on " + std::to_string(n) + " event(s) after " +
                   std::to_string(attempt) + " attempts: " + reason);
+        write_dead_letters(batch, "retries_exhausted", reason, attempt);
         std::lock_guard lock(mutex);
         count_drop("retries_exhausted", n);
-        return;
+        return true;
       }
-      if (!sleep_until(Clock::now() + backoff(attempt, retry_after_ms))) {
+      if (!wait_to_retry(Clock::now() + backoff(attempt, retry_after_ms))) {
+        if (spool) {
+          log_warn("sink " + name + ": shutting down with " + std::to_string(n) +
+                   " undelivered event(s) in flight; they stay in the spool");
+          return false;
+        }
         std::lock_guard lock(mutex);
         count_drop("shutdown", n);
         log_error("sink " + name + ": shutting down with " + std::to_string(n) + " undelivered event(s) in flight");
-        return;
+        return false;
       }
       apply_pending_control();  // the batch is retried with the new config
     }
+  }
+
+  void write_dead_letters(const std::deque<EventPtr>& batch, std::string_view result, const std::string& reason,
+                          uint32_t attempts) {
+    if (!dead_letter) return;
+    std::string error;
+    if (!dead_letter->write(batch, result, reason, attempts, error)) log_error("sink " + name + ": " + error);
+  }
+
+  // Sleeps until `until` like sleep_until(), but with a spool keeps moving
+  // newly queued events to disk meanwhile, so an outage fills the spool and
+  // not the (smaller, volatile) queue.
+  bool wait_to_retry(Clock::time_point until) {
+    if (!spool) return sleep_until(until);
+    for (;;) {
+      const bool before_deadline = sleep_until(std::min(until, Clock::now() + kSpoolAbsorbInterval));
+      spool_queued();
+      if (!before_deadline) return false;
+      if (Clock::now() >= until) return true;
+      std::lock_guard lock(mutex);
+      if (replacement.has_value() || reopen_requested) return true;
+    }
+  }
+
+  // Moves every queued event to the spool under the spool's when_full
+  // policy. Returns false when the spool cannot be written (the events
+  // stay queued, and the sink is unhealthy until a write succeeds).
+  bool spool_queued() {
+    std::deque<EventPtr> incoming;
+    {
+      std::lock_guard lock(mutex);
+      incoming.swap(queue);
+      queue_gauge->set(0);
+      if (blocked_producers > 0) space_ready.notify_all();
+    }
+    if (incoming.empty()) return true;
+    std::vector<EventPtr> events(std::make_move_iterator(incoming.begin()), std::make_move_iterator(incoming.end()));
+    size_t next = 0;
+    std::string failure;
+    uint64_t spool_full = 0;
+    while (next < events.size()) {
+      uint64_t bytes = 0;
+      size_t end = next;
+      while (end < events.size() && spool->fits(bytes + SinkSpool::record_size(*events[end]))) {
+        bytes += SinkSpool::record_size(*events[end++]);
+      }
+      if (end > next) {
+        try {
+          spool->append(events.data() + next, end - next);
+        } catch (const SpoolError& e) {
+          failure = e.what();
+          break;
+        }
+        next = end;
+        continue;
+      }
+      const uint64_t size = SinkSpool::record_size(*events[next]);
+      if (config.queue.when_full == WhenFull::block) break;  // back to the queue: its policy applies
+      if (config.queue.when_full == WhenFull::drop_newest) {
+        spool_full += events.size() - next;
+        next = events.size();
+        break;
+      }
+      spool_full += spool->drop_oldest(size);
+      if (!spool->fits(size)) {  // larger than what can be freed
+        ++spool_full;
+        ++next;
+      }
+    }
+    spool_events_gauge->set(static_cast<double>(spool->events()));
+    spool_bytes_gauge->set(static_cast<double>(spool->bytes()));
+    std::lock_guard lock(mutex);
+    if (spool_full > 0) count_drop("spool_full", spool_full);
+    if (next < events.size()) {
+      queue.insert(queue.begin(), std::make_move_iterator(events.begin() + static_cast<std::ptrdiff_t>(next)),
+                   std::make_move_iterator(events.end()));
+      queue_gauge->set(static_cast<double>(queue.size()));
+    }
+    if (!failure.empty()) {
+      if (healthy || unhealthy_reason != failure) log_error("sink " + name + ": " + failure);
+      set_health(false, failure);
+      return false;
+    }
+    if (std::exchange(spool_failures, 0) > 0) {
+      log_info("sink " + name + ": writing to the spool again");
+      if (consecutive_failures == 0) set_health(true, {});
+    }
+    return true;
   }
 
   int32_t attempt_once(const std::vector<zctl_sink_event>& views, uint32_t attempt, std::string& reason,
@@ -407,6 +516,7 @@ struct SinkWorker::State {
   }
 
   void reopen_instance() {
+    if (dead_letter) dead_letter->reopen();
     const auto& d = plugin->descriptor();
     if (!instance || !d.reopen) return;
     char reason[kReasonCap] = {};
@@ -422,6 +532,17 @@ struct SinkWorker::State {
   void apply_replacement(SinkConfig new_config, std::shared_ptr<LoadedPlugin> new_plugin) {
     flush_instance();
     destroy_instance();
+    if (new_config.dead_letter.path != config.dead_letter.path ||
+        new_config.dead_letter.max_bytes != config.dead_letter.max_bytes) {
+      try {
+        dead_letter = new_config.dead_letter.path.empty()
+                          ? nullptr
+                          : std::make_unique<DeadLetterFile>(name, new_config.dead_letter.path,
+                                                             new_config.dead_letter.max_bytes);
+      } catch (const std::exception& e) {
+        log_error("sink " + name + ": " + e.what() + "; keeping the previous dead-letter file");
+      }
+    }
     {
       std::lock_guard lock(mutex);
       config = std::move(new_config);
@@ -438,24 +559,69 @@ struct SinkWorker::State {
     set_health(error.empty(), error);
   }
 
+  // Waits (mutex held through `lock`) until there is something to do.
+  // After a batch (`busy`), naps briefly unannounced so a busy producer
+  // fills the next batch instead of waking us once per event; only then
+  // sleeps in earnest, announced, so a lone event is delivered at once.
+  void wait_for_work(std::unique_lock<std::mutex>& lock, bool busy) {
+    const auto has_work = [&] {
+      return !queue.empty() || stopping || reopen_requested || replacement.has_value() || (spool && spool->events() > 0);
+    };
+    if (has_work()) return;
+    if (busy) work_ready.wait_for(lock, kBatchLinger, has_work);
+    if (has_work()) return;
+    idle = true;
+    work_ready.wait_for(lock, std::chrono::seconds(1), has_work);
+    idle = false;
+  }
+
+  // With a spool: queued events go to disk first, batches come from the
+  // spool, and a batch leaves it only when it is done with.
+  void run_spooled() {
+    bool busy = false;
+    for (;;) {
+      {
+        std::unique_lock lock(mutex);
+        wait_for_work(lock, busy);
+        if (stopping && ((queue.empty() && spool->events() == 0) || Clock::now() >= deadline)) break;
+      }
+      if (!spool_queued()) {
+        if (!sleep_until(Clock::now() + backoff(++spool_failures, 0))) break;
+        continue;
+      }
+      apply_pending_control();
+      auto batch = spool->take_batch(std::max<uint32_t>(config.queue.batch_max, 1));
+      busy = !batch.empty();
+      if (busy) {
+        if (deliver(batch)) spool->finish_batch();
+        spool_events_gauge->set(static_cast<double>(spool->events()));
+        spool_bytes_gauge->set(static_cast<double>(spool->bytes()));
+      } else {
+        tend_when_idle();
+      }
+    }
+    spool_queued();  // what is still queued waits on disk for the next start
+    std::lock_guard lock(mutex);
+    if (!queue.empty()) {
+      log_error("sink " + name + ": stopping with " + std::to_string(queue.size()) +
+                " queued event(s) that did not fit in the spool; they are not delivered");
+      count_drop("shutdown", queue.size());
+      queue.clear();
+    }
+    if (spool->events() > 0) {
+      log_info("sink " + name + ": " + std::to_string(spool->events()) + " undelivered event(s) kept in spool " +
+               spool->dir() + " for the next start");
+    }
+  }
+
   void run() {
+    if (spool) return run_spooled();
     std::deque<EventPtr> batch;
     bool busy = false;  // the last round delivered something
     for (;;) {
       {
         std::unique_lock lock(mutex);
-        const auto has_work = [&] { return !queue.empty() || stopping || reopen_requested || replacement.has_value(); };
-        if (!has_work()) {
-          // After a batch, nap briefly unannounced so a busy producer fills
-          // the next batch instead of waking us once per event; only then
-          // sleep in earnest, announced, so a lone event is delivered at once.
-          if (busy) work_ready.wait_for(lock, kBatchLinger, has_work);
-          if (!has_work()) {
-            idle = true;
-            work_ready.wait_for(lock, std::chrono::seconds(1), has_work);
-            idle = false;
-          }
-        }
+        wait_for_work(lock, busy);
         if (stopping && (queue.empty() || Clock::now() >= deadline)) break;
         const size_t take = std::min<size_t>(queue.size(), std::max<uint32_t>(config.queue.batch_max, 1));
         if (take == queue.size()) {
@@ -508,6 +674,12 @@ SinkWorker::SinkWorker(SinkConfig config, std::shared_ptr<LoadedPlugin> plugin, 
   s.up_gauge = &metrics.gauge("controller_sink_up", "1 when the sink has a working plugin instance and is delivering.",
                               {"sink"})
                     .with({s.name});
+  s.spool_events_gauge = &metrics.gauge("controller_sink_spool_events",
+                                        "Undelivered events in the sink's spool on disk.", {"sink"})
+                              .with({s.name});
+  s.spool_bytes_gauge = &metrics.gauge("controller_sink_spool_bytes",
+                                       "Bytes of undelivered events in the sink's spool on disk.", {"sink"})
+                             .with({s.name});
   s.delivery_seconds = &metrics
                             .histogram("controller_sink_delivery_seconds",
                                        "Time from a batch's first delivery attempt to its successful delivery.",
@@ -524,9 +696,21 @@ SinkWorker::~SinkWorker() {
 
 void SinkWorker::start() {
   State& s = *state_;
-  if (!s.config.spool.dir.empty()) {
-    log_warn("sink " + s.name + ": spool.dir is set but on-disk spooling is not available in this version; "
-             "queued events are kept in memory only");
+  try {
+    if (!s.config.spool.dir.empty()) {
+      s.spool = std::make_unique<SinkSpool>(s.config.spool.dir, s.config.spool.max_bytes);
+      s.spool_events_gauge->set(static_cast<double>(s.spool->events()));
+      s.spool_bytes_gauge->set(static_cast<double>(s.spool->bytes()));
+      if (s.spool->recovered_events() > 0) {
+        log_info("sink " + s.name + ": " + std::to_string(s.spool->recovered_events()) +
+                 " undelivered event(s) from an earlier run in spool " + s.spool->dir() + "; delivering them first");
+      }
+    }
+    if (!s.config.dead_letter.path.empty()) {
+      s.dead_letter = std::make_unique<DeadLetterFile>(s.name, s.config.dead_letter.path, s.config.dead_letter.max_bytes);
+    }
+  } catch (const std::exception& e) {
+    throw SinkSetupError("sink '" + s.name + "': " + e.what());
   }
   std::string error;
   const int32_t rc = s.create_instance(error);
@@ -682,7 +866,11 @@ std::string SinkWorker::down_reason() const {
 }
 uint64_t SinkWorker::queued() const {
   std::lock_guard lock(state_->mutex);
-  return state_->queue.size();
+  return state_->queue.size() + (state_->spool ? state_->spool->events() : 0);
+}
+SpoolConfig SinkWorker::spool_config() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->config.spool;
 }
 uint64_t SinkWorker::delivered() const { return state_->delivered_counter->value(); }
 uint64_t SinkWorker::failed() const { return state_->failed_counter->value(); }

@@ -69,7 +69,8 @@ class SinkWorker {
   std::string config_fingerprint() const;
   bool up() const;
   std::string down_reason() const;
-  uint64_t queued() const;
+  uint64_t queued() const;  // in memory and in the spool
+  SpoolConfig spool_config() const;
   uint64_t delivered() const;
   uint64_t failed() const;
   uint64_t dropped() const;

@@ -18,14 +18,14 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from harness import NodeTestCase, main, metric, read_events, wait_for
+from harness import NodeTestCase, free_port, main, metric, read_events, wait_for
 
 
 class Receiver:
     """An HTTP/1.1 server with keep-alive on 127.0.0.1. `script` queues what
     the next requests get; once the queue is empty every request gets 200."""
 
-    def __init__(self, tls=None, idle_timeout=None):
+    def __init__(self, tls=None, idle_timeout=None, port=0):
         self.requests = []
         self.actions = []
         self.lock = threading.Lock()
@@ -70,7 +70,7 @@ class Receiver:
                     receiver.errors.append(repr(sys.exc_info()[1]))
 
         self.errors = []
-        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server = Server(("127.0.0.1", port), Handler)
         if tls is not None:
             # The handshake happens in the handler's thread, so a failing client cannot stall accept().
             self.server.socket = tls.wrap_socket(self.server.socket, server_side=True, do_handshake_on_connect=False)
@@ -123,8 +123,8 @@ class WebhookTest(NodeTestCase):
         for r in self.receivers:
             r.stop()
 
-    def receiver(self, tls=None, idle_timeout=None):
-        r = Receiver(tls, idle_timeout)
+    def receiver(self, tls=None, idle_timeout=None, port=0):
+        r = Receiver(tls, idle_timeout, port)
         self.receivers.append(r)
         return r
 
@@ -134,13 +134,13 @@ class WebhookTest(NodeTestCase):
             f.write(text)
         return path
 
-    def start_node(self, config, retry="{ initial: 20ms, max: 100ms }", node_id="n1"):
+    def start_node(self, config, retry="{ initial: 20ms, max: 100ms }", node_id="n1", sink_keys=""):
         self.reference = os.path.join(self.workdir, f"{node_id}-reference.jsonl")
         text = f"""sinks:
   - name: hook
     plugin: webhook
     retry: {retry}
-    config: {json.dumps(config)}
+    config: {json.dumps(config)}{sink_keys}
   - name: reference
     plugin: file
     config: {{ path: {self.reference} }}
@@ -246,6 +246,32 @@ class WebhookTest(NodeTestCase):
             requests = list(receiver.requests)
         return [req for req in requests if any(e["eventType"] == "protocol_error" for e in parse_body(req))]
 
+    # --- spool ----------------------------------------------------------------
+
+    def test_a_spool_keeps_events_through_kill_9_and_delivers_all_in_order_when_the_receiver_comes_up(self):
+        port = free_port()  # nothing listens there yet: every attempt is refused
+        spool = os.path.join(self.workdir, "spool")
+        sink_keys = f"\n    spool: {{ dir: {spool}, max_bytes: 10MiB }}"
+        node = self.start_node({"url": f"http://127.0.0.1:{port}/hook"}, sink_keys=sink_keys)
+        self.poke(node, 20)
+
+        def all_spooled():
+            reference = read_events(self.reference)
+            return len(reference) >= 21 and metric(self.metrics(node), "controller_sink_spool_events", sink="hook") == len(reference)
+
+        wait_for(all_spooled, what="every event in the spool")
+        self.assertGreater(metric(self.metrics(node), "controller_sink_spool_bytes", sink="hook"), 0)
+        node.kill()  # SIGKILL: no drain, no flush
+        node.start()  # the same data and spool directories
+        self.assertIn("from an earlier run in spool", node.stderr())
+        self.poke(node, 5)
+        r = self.receiver(port=port)
+        wait_for(lambda: self.all_delivered(r), timeout=20, what="every spooled and new event")
+        self.assertEqual(node.stop(), 0)
+        delivered = self.assert_no_event_missing(r)  # both runs, once or more, the same bytes
+        first_seen = list(dict.fromkeys(seqs(delivered)))
+        self.assertEqual(first_seen, sorted(first_seen), "delivered in order")
+
     def test_500_is_retried_until_delivered_and_ndjson_is_one_event_per_line(self):
         r = self.receiver()
         r.script(status(500, body=b"database down"), status(503))
@@ -279,7 +305,8 @@ class WebhookTest(NodeTestCase):
     def test_400_is_rejected_once_and_the_node_keeps_serving_and_delivering(self):
         r = self.receiver()
         r.script(status(400, {"Content-Type": "text/plain"}, b"bad payload:\n field 'x' missing"))
-        node = self.start_node({"url": r.url})
+        dead_letters = os.path.join(self.workdir, "dead.jsonl")
+        node = self.start_node({"url": r.url}, sink_keys=f"\n    dead_letter: {{ path: {dead_letters} }}")
         wait_for(lambda: r.answered(400), what="the rejected request")
         rejected = parse_body(r.answered(400)[0])
         self.assertEqual([e["eventType"] for e in rejected], ["started"])
@@ -299,6 +326,11 @@ class WebhookTest(NodeTestCase):
         started = [req for req in r.requests if 1 in seqs(parse_body(req))]
         self.assertEqual(len(started), 1)
         self.assertIn("answered 400 Bad Request: bad payload: field 'x' missing", node.stderr())
+        # The rejected event, whole and with the reason, in the dead-letter file; nothing else.
+        [line] = read_events(dead_letters)
+        self.assertEqual((line["sink"], line["result"], line["attempts"]), ("hook", "rejected", 1))
+        self.assertIn("400 Bad Request", line["reason"])
+        self.assertEqual(line["event"], read_events(self.reference)[0])
         delivered = seqs(e for req in r.answered(200) for e in parse_body(req))
         self.assertEqual(sorted(delivered), [e["seq"] for e in read_events(self.reference) if e["seq"] != 1])
 

@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "zctl/core/config.hpp"
 #include "zctl/core/plugin_host.hpp"
 
 namespace zctl::test {
@@ -31,6 +32,7 @@ struct FakeScript {
   // Return codes for the first calls, then `then`.
   std::vector<int32_t> first_results;
   int32_t then = ZCTL_SINK_OK;
+  std::atomic<bool> failing{false};  // while set, every emit returns RETRY (an outage)
   uint32_t retry_after_ms = 0;
   std::atomic<int> hang_ms{0};    // sleep inside emit
   bool async = false;             // return PENDING, complete from another thread
@@ -69,7 +71,9 @@ inline int32_t fake_emit(void* instance, const zctl_sink_batch* batch, zctl_sink
   const int call = s.emit_calls++;
   const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(s.hang_ms.load());
   while (std::chrono::steady_clock::now() < until && !s.release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  const int32_t rc = call < static_cast<int>(s.first_results.size()) ? s.first_results[static_cast<size_t>(call)] : s.then;
+  const int32_t rc = s.failing                                            ? ZCTL_SINK_RETRY
+                     : call < static_cast<int>(s.first_results.size()) ? s.first_results[static_cast<size_t>(call)]
+                                                                       : s.then;
   if (rc == ZCTL_SINK_OK || (rc == ZCTL_SINK_PENDING && s.async)) {
     std::lock_guard lock(s.mutex);
     s.batch_sizes.push_back(batch->count);
@@ -125,6 +129,18 @@ inline std::shared_ptr<LoadedPlugin> fake_plugin(bool async = false) {
 // The config JSON that points a fake instance at `script`.
 inline std::string fake_config(FakeScript& script) {
   return "\"" + std::to_string(reinterpret_cast<uintptr_t>(&script)) + "\"";
+}
+
+// A sink on a fake with millisecond retries and batches of at most 10.
+inline SinkConfig fast_sink_config(FakeScript& script, std::string name) {
+  SinkConfig c;
+  c.name = std::move(name);
+  c.plugin = "fake";
+  c.config_json = fake_config(script);
+  c.retry.initial = std::chrono::milliseconds(1);
+  c.retry.max = std::chrono::milliseconds(4);
+  c.queue.batch_max = 10;
+  return c;
 }
 
 // Polls `condition` until it holds or `timeout` passes.

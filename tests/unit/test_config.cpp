@@ -359,6 +359,30 @@ TEST_CASE("log_level goes through parse_log_level", "[config]") {
   CHECK(parsed("mesh: { stray: { log_level: off } }").mesh.stray.log_level == zctl::LogLevel::off);
 }
 
+TEST_CASE("a spool directory belongs to one sink; dead_letter takes a path and a size", "[config]") {
+  const auto shared = errors_of(R"(sinks:
+  - name: a
+    plugin: file
+    spool: { dir: /var/spool/x }
+  - name: b
+    plugin: file
+    spool: { dir: /var/spool/x }
+)");
+  REQUIRE(shared.size() == 1);
+  CHECK(located(shared[0]) ==
+        "7:19 sinks[1].spool.dir: spool directory '/var/spool/x' is already used by another sink (at 4:19)");
+  const auto config = parsed(R"(sinks:
+  - name: a
+    plugin: file
+    dead_letter: { path: /var/log/zctl/a.dead.jsonl, max_bytes: 1MiB }
+)");
+  CHECK(config.sinks[0].dead_letter.path == "/var/log/zctl/a.dead.jsonl");
+  CHECK(config.sinks[0].dead_letter.max_bytes == 1u << 20);
+  CHECK(parsed("sinks: [ { name: a, plugin: file } ]").sinks[0].dead_letter.path.empty());
+  CHECK(located(only_error("sinks: [ { name: a, plugin: file, dead_letter: { path: '' } } ]")) ==
+        "1:56 sinks[0].dead_letter.path: must not be empty");
+}
+
 TEST_CASE("sinks need a valid, unique name and a plugin", "[config]") {
   const auto duplicate = errors_of(R"(sinks:
   - name: audit

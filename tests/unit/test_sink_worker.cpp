@@ -20,16 +20,7 @@ EventPtr make_event(uint64_t seq, std::string ns = "node", std::string type = "s
   return e;
 }
 
-SinkConfig fast_config(FakeScript& script) {
-  SinkConfig c;
-  c.name = "fake1";
-  c.plugin = "fake";
-  c.config_json = fake_config(script);
-  c.retry.initial = 1ms;
-  c.retry.max = 4ms;
-  c.queue.batch_max = 10;
-  return c;
-}
+SinkConfig fast_config(FakeScript& script) { return fast_sink_config(script, "fake1"); }
 
 double metric(MetricsRegistry& m, const std::string& sink, const std::string& result) {
   return static_cast<double>(m.counter("controller_sink_events_total", "", {"sink", "result"}).with({sink, result}).value());

@@ -111,6 +111,12 @@ struct SpoolConfig {
   uint64_t max_bytes = 1ull << 30;
 };
 
+// Where a sink writes events it gave up on (rejected, retries exhausted).
+struct DeadLetterConfig {
+  std::string path;  // empty = none
+  uint64_t max_bytes = 100ull << 20;  // then the file moves to <path>.1 and a new one starts
+};
+
 struct SinkConfig {
   std::string name;
   std::string plugin;
@@ -118,6 +124,7 @@ struct SinkConfig {
   SinkQueueConfig queue;
   RetryConfig retry;
   SpoolConfig spool;
+  DeadLetterConfig dead_letter;
   Duration call_timeout{std::chrono::seconds(10)};  // a plugin call longer than this marks the sink unhealthy
   std::string config_json = "{}";  // the sink's `config:` subtree as JSON
 };

@@ -1,11 +1,14 @@
 // Event pipeline throughput: emit -> seq -> JSON -> journal -> sink queue ->
 // worker -> file plugin -> bytes in the page cache, against a baseline loop
 // that fwrite()s the same number of pre-serialised lines of the same size.
-// Also reports journal memory per entry.
+// Also reports journal memory per entry, and the cost of a sink spool
+// (spool.dir): the same pipeline with every event written to the spool
+// and read back, against the pipeline without one.
 //
-//   zctl_bench_pipeline [--events N] [--runs R] [--dir DIR] [--pipeline-only 1]
+//   zctl_bench_pipeline [--events N] [--runs R] [--dir DIR] [--pipeline-only 1|spooled]
 //
-// --pipeline-only runs just the pipeline once (for profiling it alone).
+// --pipeline-only runs just the pipeline once, without or with a spool
+// (for profiling it alone).
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -80,7 +83,7 @@ double baseline_fwrite(const std::vector<std::string>& lines, const std::string&
 // `prepared`: the caller's fields are built before the clock starts (a pool
 // cycled through), so the figure is emit() to bytes on disk; otherwise each
 // event's fields are built inside the timed loop too.
-double pipeline(uint64_t n, const std::string& dir, uint64_t& bytes_out, bool prepared) {
+double pipeline(uint64_t n, const std::string& dir, uint64_t& bytes_out, bool prepared, bool spooled = false) {
   std::vector<EventFields> pool;
   if (prepared) {
     pool.reserve(4096);
@@ -102,6 +105,7 @@ double pipeline(uint64_t n, const std::string& dir, uint64_t& bytes_out, bool pr
   sink.queue.when_full = WhenFull::block;
   sink.queue.block_timeout = std::chrono::seconds(30);
   sink.queue.batch_max = 1000;
+  if (spooled) sink.spool.dir = dir + "/spool";
   sinks.start({sink});
   bus.attach(&sinks);
   const auto start = Clock::now();
@@ -131,7 +135,7 @@ int main(int argc, char** argv) {
     else if (flag == "--dir") dir = argv[i + 1];
     else if (flag == "--pipeline-only") {
       uint64_t bytes = 0;
-      const double t = pipeline(n, dir, bytes, true);
+      const double t = pipeline(n, dir, bytes, true, std::string(argv[i + 1]) == "spooled");
       std::printf("pipeline emit->file    %.3f s  %.2f M events/s\n", t, n / t / 1e6);
       return 0;
     }
@@ -164,13 +168,19 @@ int main(int argc, char** argv) {
   uint64_t baseline_bytes = 0;
   for (const auto& l : lines) baseline_bytes += l.size();
 
-  std::vector<double> base_times, pipe_times, built_times;
+  std::vector<double> base_times, pipe_times, built_times, spool_times;
   uint64_t pipe_bytes = 0;
   for (int r = 0; r < runs; ++r) {
     std::filesystem::create_directories(dir);
     base_times.push_back(baseline_fwrite(lines, dir + "-baseline.jsonl"));
     pipe_times.push_back(pipeline(n, dir, pipe_bytes, true));
     built_times.push_back(pipeline(n, dir, pipe_bytes, false));
+    uint64_t spooled_bytes = 0;
+    spool_times.push_back(pipeline(n, dir, spooled_bytes, true, true));
+    if (spooled_bytes != pipe_bytes) {
+      std::cerr << "spooled pipeline wrote " << spooled_bytes << " bytes, without a spool " << pipe_bytes << "\n";
+      return 1;
+    }
     std::filesystem::remove(dir + "-baseline.jsonl");
   }
   lines.clear();
@@ -178,9 +188,11 @@ int main(int argc, char** argv) {
   std::sort(base_times.begin(), base_times.end());
   std::sort(pipe_times.begin(), pipe_times.end());
   std::sort(built_times.begin(), built_times.end());
+  std::sort(spool_times.begin(), spool_times.end());
   const double base = base_times[base_times.size() / 2];
   const double pipe = pipe_times[pipe_times.size() / 2];
   const double built = built_times[built_times.size() / 2];
+  const double spooled = spool_times[spool_times.size() / 2];
   if (pipe_bytes < baseline_bytes * 9 / 10) {
     std::cerr << "pipeline wrote " << pipe_bytes << " bytes, expected about " << baseline_bytes << "\n";
     return 1;
@@ -193,10 +205,14 @@ int main(int argc, char** argv) {
   std::printf("baseline fwrite        %.3f s  %.2f M lines/s\n", base, n / base / 1e6);
   std::printf("pipeline emit->file    %.3f s  %.2f M events/s  ratio %.2f\n", pipe, n / pipe / 1e6, base / pipe);
   std::printf("  + building fields    %.3f s  %.2f M events/s  ratio %.2f\n", built, n / built / 1e6, base / built);
+  std::printf("  with a sink spool     %.3f s  %.2f M events/s  ratio %.2f, %.2f of the pipeline without\n", spooled,
+              n / spooled / 1e6, base / spooled, pipe / spooled);
   std::printf("(ratios: pipeline/fwrite, medians of %d runs)\n", runs);
   std::printf("journal memory         %.0f bytes per entry (%zu entries)\n", per_entry, journal_entries);
   std::printf("{\"events\":%llu,\"baseline_per_s\":%.0f,\"pipeline_per_s\":%.0f,\"ratio\":%.3f,"
-              "\"with_fields_per_s\":%.0f,\"with_fields_ratio\":%.3f,\"journal_bytes_per_entry\":%.0f}\n",
-              static_cast<unsigned long long>(n), n / base, n / pipe, base / pipe, n / built, base / built, per_entry);
+              "\"with_fields_per_s\":%.0f,\"with_fields_ratio\":%.3f,\"spooled_per_s\":%.0f,\"spooled_vs_unspooled\":%.3f,"
+              "\"journal_bytes_per_entry\":%.0f}\n",
+              static_cast<unsigned long long>(n), n / base, n / pipe, base / pipe, n / built, base / built, n / spooled,
+              pipe / spooled, per_entry);
   return 0;
 }

@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <boost/crc.hpp>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -23,15 +23,59 @@ constexpr uint32_t kCursorMagic = 0x5a534331;  // "ZSC1"
 constexpr uint64_t kHeaderBytes = 12;          // magic, payload length, crc
 constexpr uint64_t kFixedPayloadBytes = 8 + 8 + 2 + 2;
 constexpr uint64_t kReadChunk = 1 << 20;
-// Events this process appended stay in memory up to this many JSON bytes,
-// so a sink that keeps up never reads its own spool back from disk.
-constexpr uint64_t kResidentMaxBytes = 64ull << 20;
 
-uint32_t crc32(const char* data, size_t len) {
-  boost::crc_32_type crc;
-  crc.process_bytes(data, len);
-  return crc.checksum();
+// CRC-32C (Castagnoli): the SSE 4.2 instruction where the CPU has it, a
+// table otherwise; both give the same values, so a spool moves between
+// machines.
+uint32_t crc32c_table_entry(uint32_t byte) {
+  uint32_t crc = byte;
+  for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0x82f63b78u & (0u - (crc & 1u)));
+  return crc;
 }
+
+}  // namespace
+
+namespace detail {
+
+uint32_t crc32c_portable(const char* data, size_t len) {
+  static const auto table = [] {
+    std::array<uint32_t, 256> t{};
+    for (uint32_t i = 0; i < 256; ++i) t[i] = crc32c_table_entry(i);
+    return t;
+  }();
+  uint32_t crc = ~0u;
+  for (size_t i = 0; i < len; ++i) crc = table[(crc ^ static_cast<uint8_t>(data[i])) & 0xffu] ^ (crc >> 8);
+  return ~crc;
+}
+
+#if defined(__x86_64__)
+__attribute__((target("sse4.2"))) uint32_t crc32c_sse42(const char* data, size_t len) {
+  uint64_t crc = 0xffffffffu;
+  size_t i = 0;
+  for (; i + 8 <= len; i += 8) {
+    uint64_t word;
+    std::memcpy(&word, data + i, 8);
+    crc = __builtin_ia32_crc32di(crc, word);
+  }
+  auto crc32 = static_cast<uint32_t>(crc);
+  for (; i < len; ++i) crc32 = __builtin_ia32_crc32qi(crc32, static_cast<unsigned char>(data[i]));
+  return ~crc32;
+}
+#endif
+
+uint32_t crc32c(const char* data, size_t len) {
+#if defined(__x86_64__)
+  static const bool hardware = __builtin_cpu_supports("sse4.2");
+  if (hardware) return crc32c_sse42(data, len);
+#endif
+  return crc32c_portable(data, len);
+}
+
+}  // namespace detail
+
+namespace {
+
+uint32_t checksum(const char* data, size_t len) { return detail::crc32c(data, len); }
 
 template <typename T>
 void put(std::string& out, T value) {
@@ -70,9 +114,10 @@ uint64_t SinkSpool::record_size(const Event& e) {
   return kHeaderBytes + kFixedPayloadBytes + e.event_namespace.size() + e.event_type.size() + e.json.size();
 }
 
-SinkSpool::SinkSpool(std::string dir, uint64_t max_bytes)
+SinkSpool::SinkSpool(std::string dir, uint64_t max_bytes, uint64_t resident_max_events)
     : dir_(std::move(dir)),
       max_bytes_(max_bytes),
+      resident_max_events_(std::max<uint64_t>(resident_max_events, 1)),
       segment_bytes_(std::clamp<uint64_t>(max_bytes / 4, 64ull << 10, 64ull << 20)) {
   std::error_code ec;
   std::filesystem::create_directories(dir_, ec);
@@ -127,7 +172,7 @@ void SinkSpool::recover() {
   const ssize_t got = ::pread(cursor_fd_, raw, sizeof raw, 0);
   bool cursor_valid = false;
   if (got == static_cast<ssize_t>(sizeof raw) && get<uint32_t>(raw) == kCursorMagic &&
-      get<uint32_t>(raw + 4) == crc32(raw + 8, 8)) {
+      get<uint32_t>(raw + 4) == checksum(raw + 8, 8)) {
     committed_ = get<uint64_t>(raw + 8);
     cursor_valid = true;
   } else if (got > 0) {
@@ -214,10 +259,7 @@ uint64_t SinkSpool::cut_from(uint64_t pos) {
   it->second.size = pos - it->first;
   tail_ = pos;
   buffer_len_ = 0;
-  while (!resident_.empty() && resident_.back().end > pos) {
-    resident_bytes_ -= resident_.back().event->json.size();
-    resident_.pop_back();
-  }
+  while (!resident_.empty() && resident_.back().end > pos) resident_.pop_back();
   return discarded;
 }
 
@@ -272,7 +314,7 @@ bool SinkSpool::read_record(uint64_t pos, Record& out, std::string* problem) {
   if (len < kFixedPayloadBytes) return fail("record too short");
   const char* payload = read_bytes(pos + kHeaderBytes, len);
   if (!payload) return fail("truncated record");
-  if (crc32(payload, len) != crc) return fail("record checksum mismatch");
+  if (checksum(payload, len) != crc) return fail("record checksum mismatch");
   const uint16_t ns_len = get<uint16_t>(payload + 16);
   const uint16_t type_len = get<uint16_t>(payload + 18);
   if (kFixedPayloadBytes + ns_len + type_len > len) return fail("record fields overrun it");
@@ -309,7 +351,7 @@ void SinkSpool::append(const EventPtr* events, size_t n) {
     out += e.event_namespace;
     out += e.event_type;
     out += e.json;
-    const uint32_t crc = crc32(out.data() + payload_at, out.size() - payload_at);
+    const uint32_t crc = checksum(out.data() + payload_at, out.size() - payload_at);
     std::memcpy(out.data() + header_at + 8, &crc, sizeof crc);
   }
   if (segments_.empty() || segments_.rbegin()->second.size >= segment_bytes_) open_segment(tail_, true);
@@ -333,12 +375,8 @@ void SinkSpool::append(const EventPtr* events, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     tail_ += record_size(*events[i]);
     resident_.push_back(Record{events[i], tail_});
-    resident_bytes_ += events[i]->json.size();
   }
-  while (resident_bytes_ > kResidentMaxBytes && !resident_.empty()) {
-    resident_bytes_ -= resident_.front().event->json.size();
-    resident_.pop_front();
-  }
+  while (resident_.size() > resident_max_events_) resident_.pop_front();
   event_count_ += n;
   publish();
 }
@@ -376,6 +414,16 @@ std::deque<EventPtr> SinkSpool::take_batch(size_t max) {
   std::deque<EventPtr> batch;
   uint64_t pos = committed_;
   while (batch.size() < max && pos < tail_) {
+    // A run of this process's own appends: walk them in memory.
+    auto resident = std::lower_bound(resident_.begin(), resident_.end(), pos,
+                                     [](const Record& r, uint64_t p) { return r.end <= p; });
+    if (resident != resident_.end() && resident->end - record_size(*resident->event) == pos) {
+      for (; resident != resident_.end() && batch.size() < max; ++resident) {
+        batch.push_back(resident->event);
+        pos = resident->end;
+      }
+      continue;
+    }
     Record record;
     std::string problem;
     if (!read_record(pos, record, &problem)) {
@@ -410,10 +458,7 @@ void SinkSpool::finish_batch() {
   in_flight_ = false;
   committed_ = std::max(in_flight_end_, skip_to_);
   event_count_ -= in_flight_count_;
-  while (!resident_.empty() && resident_.front().end <= committed_) {
-    resident_bytes_ -= resident_.front().event->json.size();
-    resident_.pop_front();
-  }
+  while (!resident_.empty() && resident_.front().end <= committed_) resident_.pop_front();
   write_cursor();
   delete_consumed_segments();
   publish();
@@ -428,7 +473,7 @@ void SinkSpool::write_cursor() {
   const uint32_t magic = kCursorMagic;
   std::memcpy(raw, &magic, 4);
   std::memcpy(raw + 8, &committed_, 8);
-  const uint32_t crc = crc32(raw + 8, 8);
+  const uint32_t crc = checksum(raw + 8, 8);
   std::memcpy(raw + 4, &crc, 4);
   // 16 bytes at offset 0 never straddle a page, so a crash leaves the old
   // or the new cursor, and a damaged one only means redelivery.

@@ -41,8 +41,11 @@ class SpoolError : public std::runtime_error {
 class SinkSpool {
  public:
   // Opens or creates `dir` and recovers what an earlier run left in it.
+  // Up to `resident_max_events` of the events this process appends are
+  // also kept in memory (the sink's queue.max_events), so a sink that
+  // keeps up never reads its own spool back from disk.
   // Throws SpoolError when the directory cannot be used.
-  SinkSpool(std::string dir, uint64_t max_bytes);
+  SinkSpool(std::string dir, uint64_t max_bytes, uint64_t resident_max_events = 100000);
   ~SinkSpool();
   SinkSpool(const SinkSpool&) = delete;
   SinkSpool& operator=(const SinkSpool&) = delete;
@@ -103,6 +106,7 @@ class SinkSpool {
 
   std::string dir_;
   uint64_t max_bytes_;
+  uint64_t resident_max_events_;
   uint64_t segment_bytes_;
   int cursor_fd_ = -1;
   std::map<uint64_t, Segment> segments_;  // by start offset; the last one is appended to
@@ -118,7 +122,6 @@ class SinkSpool {
   // Events appended by this process, newest last, so a healthy sink reads
   // its batches from memory; anything older comes from disk.
   std::deque<Record> resident_;
-  uint64_t resident_bytes_ = 0;
   // Read buffer over one segment.
   std::vector<char> buffer_;
   uint64_t buffer_start_ = 0;
@@ -128,5 +131,12 @@ class SinkSpool {
   std::atomic<uint64_t> events_{0};
   std::atomic<uint64_t> bytes_{0};
 };
+
+namespace detail {
+// CRC-32C of spool records: hardware where the CPU has it, else a table;
+// the two always agree.
+uint32_t crc32c(const char* data, size_t len);
+uint32_t crc32c_portable(const char* data, size_t len);
+}  // namespace detail
 
 }  // namespace zctl

@@ -698,7 +698,7 @@ void SinkWorker::start() {
   State& s = *state_;
   try {
     if (!s.config.spool.dir.empty()) {
-      s.spool = std::make_unique<SinkSpool>(s.config.spool.dir, s.config.spool.max_bytes);
+      s.spool = std::make_unique<SinkSpool>(s.config.spool.dir, s.config.spool.max_bytes, s.config.queue.max_events);
       s.spool_events_gauge->set(static_cast<double>(s.spool->events()));
       s.spool_bytes_gauge->set(static_cast<double>(s.spool->bytes()));
       if (s.spool->recovered_events() > 0) {

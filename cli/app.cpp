@@ -26,7 +26,8 @@ int run(int argc, char** argv) {
       "  zctl watch --type 'state.*'                 follow cluster state events\n"
       "  zctl probe 127.0.0.1:6262 --mode hello      check that the node closes a stalled handshake\n"
       "  zctl config check /etc/zctl/zctl.yaml       validate a config\n"
-      "  zctl plugins list                           show the sink plugins found\n\n"
+      "  zctl plugins list                           show the sink plugins found\n"
+      "  zctl sink test events                       send test events through the sink 'events'\n\n"
       "Exit codes: 0 ok, 1 check failed, 2 usage error, 3 cannot reach the node, 4 runtime failure.\n"
       "See zctl(1) and zctl-<command>(1).");
   app.set_version_flag("--version", std::string("zctl ") + ZCTL_VERSION);
@@ -51,6 +52,7 @@ int run(int argc, char** argv) {
   add(register_watch);
   add(register_probe);
   add(register_plugins);
+  add(register_sink);
   add(register_config);
   add(register_completion);
   add(register_version);

@@ -26,6 +26,7 @@ Runner register_serve(CLI::App& app);
 Runner register_watch(CLI::App& app);
 Runner register_probe(CLI::App& app);
 Runner register_plugins(CLI::App& app);
+Runner register_sink(CLI::App& app);
 Runner register_config(CLI::App& app);
 Runner register_completion(CLI::App& app);
 Runner register_version(CLI::App& app);

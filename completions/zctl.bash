@@ -15,6 +15,7 @@ _zctl_options_with_value() {
         watch) echo '--node --namespace --type --since --count -o --output --token-file' ;;
         probe) echo '--mode --connections --concurrency --expect-grace --tolerance --timeout -o --output --node-id --cluster-id --token-file --raft-addr --ca-file --cert-file --key-file --server-name --seed' ;;
         'plugins list') echo '-c --config' ;;
+        'sink test') echo '-c --config --id --data-dir --count --timeout -o --output' ;;
     esac
 }
 
@@ -26,6 +27,7 @@ _zctl_options() {
         watch) echo '--help --node --namespace --type --since --count --output --token-file --log-level --log-format' ;;
         probe) echo '--help --mode --connections --concurrency --expect-grace --tolerance --timeout --output --node-id --cluster-id --token-file --raft-addr --tls --ca-file --cert-file --key-file --server-name --insecure --seed --log-level --log-format' ;;
         'plugins list') echo '--help --config --log-level --log-format' ;;
+        'sink test') echo '--help --config --id --data-dir --count --timeout --output --log-level --log-format' ;;
         *) echo '--help --log-level --log-format' ;;
     esac
 }
@@ -96,8 +98,9 @@ _zctl() {
             fi
         elif [[ $w != '=' ]]; then
             case "$path:$w" in
-                :serve | :watch | :probe | :plugins | :config | :completion | :version) path=$w ;;
+                :serve | :watch | :probe | :plugins | :sink | :config | :completion | :version) path=$w ;;
                 plugins:list | plugins:info) path="plugins $w" ;;
+                sink:test) path="sink $w" ;;
                 config:check) path="config $w" ;;
                 *) npos=$((npos + 1)) ;;
             esac
@@ -133,15 +136,20 @@ _zctl() {
 
     case $path in
         '')
-            COMPREPLY=($(compgen -W 'serve watch probe plugins config completion version' -- "$cur")) ;;
+            COMPREPLY=($(compgen -W 'serve watch probe plugins sink config completion version' -- "$cur")) ;;
         plugins)
             COMPREPLY=($(compgen -W 'list info' -- "$cur")) ;;
+        sink)
+            COMPREPLY=($(compgen -W 'test' -- "$cur")) ;;
         config)
             COMPREPLY=($(compgen -W 'check' -- "$cur")) ;;
         completion)
             (( npos == 0 )) && COMPREPLY=($(compgen -W 'bash zsh fish' -- "$cur")) ;;
         'plugins info' | 'config check')
             (( npos == 0 )) && _zctl_files "$cur" ;;
+        'sink test')
+            # NAME is a sink of the config: nothing to offer for it.
+            (( npos > 0 )) && COMPREPLY=($(compgen -W "$(_zctl_options "$path")" -- "$cur")) ;;
         serve | watch | probe | 'plugins list')
             COMPREPLY=($(compgen -W "$(_zctl_options "$path")" -- "$cur")) ;;
     esac

@@ -25,10 +25,12 @@ function __zctl_at
                 # a flag, or --option=value
             case '*'
                 switch "$path:$w"
-                    case :serve :watch :probe :plugins :config :completion :version
+                    case :serve :watch :probe :plugins :sink :config :completion :version
                         set path $w
                     case plugins:list plugins:info
                         set path "plugins $w"
+                    case sink:test
+                        set path "sink $w"
                     case config:check
                         set path "config $w"
                     case '*'
@@ -55,6 +57,7 @@ complete -c zctl -n '__zctl_at ""' -a serve -d 'Run a controller node'
 complete -c zctl -n '__zctl_at ""' -a watch -d 'Stream events from a node'
 complete -c zctl -n '__zctl_at ""' -a probe -d 'Test how a node treats mesh connections that stop early'
 complete -c zctl -n '__zctl_at ""' -a plugins -d 'List and inspect sink plugins'
+complete -c zctl -n '__zctl_at ""' -a sink -d 'Send test events through a configured sink'
 complete -c zctl -n '__zctl_at ""' -a config -d 'Work with configuration files'
 complete -c zctl -n '__zctl_at ""' -a completion -d 'Print the shell completion script'
 complete -c zctl -n '__zctl_at ""' -a version -d 'Print the version and the plugin ABI version'
@@ -109,6 +112,17 @@ complete -c zctl -n '__zctl_at "plugins list"' -s h -l help -d 'Print help and e
 complete -c zctl -n '__zctl_at "plugins list"' -s c -l config -r -F -d 'Take plugins.path from this config'
 complete -c zctl -n '__zctl_at "plugins info"' -s h -l help -d 'Print help and exit'
 complete -c zctl -n '__zctl_at "plugins info" 0' -F -d 'Plugin file (.so)'
+
+# zctl sink
+complete -c zctl -n '__zctl_at sink' -s h -l help -d 'Print help and exit'
+complete -c zctl -n '__zctl_at sink' -a test -d 'Send synthetic events through one sink and report delivery'
+complete -c zctl -n '__zctl_at "sink test"' -s h -l help -d 'Print help and exit'
+complete -c zctl -n '__zctl_at "sink test"' -s c -l config -r -F -d 'YAML config file'
+complete -c zctl -n '__zctl_at "sink test"' -l id -x -d 'Node id, event_src_id of the events'
+complete -c zctl -n '__zctl_at "sink test"' -l data-dir -x -a '(__fish_complete_directories)' -d 'Data directory, for the default sink'
+complete -c zctl -n '__zctl_at "sink test"' -l count -x -d 'Events to send'
+complete -c zctl -n '__zctl_at "sink test"' -l timeout -x -a '30s 10s 5s' -d 'How long to wait for delivery'
+complete -c zctl -n '__zctl_at "sink test"' -s o -l output -x -a 'table json' -d 'Output format'
 
 # zctl config
 complete -c zctl -n '__zctl_at config' -s h -l help -d 'Print help and exit'

@@ -79,7 +79,7 @@ expect_offers() {
     fi
 }
 
-expect_offers "'zctl <TAB>'" "serve watch probe plugins config completion version" zctl ""
+expect_offers "'zctl <TAB>'" "serve watch probe plugins sink config completion version" zctl ""
 expect_offers "'zctl probe --mode <TAB>'" "idle tls hello partial bad-magic bad-version oversize garbage join" zctl probe --mode ""
 expect_offers "'zctl serve --<TAB>'" "--mesh --join-token-file" zctl serve --
 expect_offers "'zctl watch -<TAB>'" "--namespace --since" zctl watch -
@@ -88,6 +88,26 @@ expect_offers "'zctl serve --log-level <TAB>'" "debug info" zctl serve --log-lev
 expect_offers "'zctl watch -o <TAB>'" "table json" zctl watch -o ""
 expect_offers "'zctl plugins <TAB>'" "list info" zctl plugins ""
 expect_offers "'zctl config <TAB>'" "check" zctl config ""
+expect_offers "'zctl sink <TAB>'" "test" zctl sink ""
+expect_offers "'zctl sink test audit --<TAB>'" "--config --count --timeout --output --id --data-dir" zctl sink test audit --
+expect_offers "'zctl sink test audit --timeout <TAB>'" "1s 30s" zctl sink test audit --timeout ""
+expect_offers "'zctl sink test -c zctl.yaml audit -o <TAB>' (after -c FILE and NAME)" "table json" zctl sink test -c zctl.yaml audit -o ""
+
+# expect_nothing "DESCRIPTION" WORD... : the completion of WORD... offers nothing.
+expect_nothing() {
+    local description=$1
+    shift
+    complete_line "$@"
+    if ((${#COMPREPLY[@]} == 0)); then
+        pass "bash: $description offers nothing"
+    else
+        fail "bash: $description offers ${COMPREPLY[*]}, expected nothing"
+    fi
+}
+
+# NAME is free-form: neither subcommands nor options before it is typed.
+expect_nothing "'zctl sink test <TAB>'" zctl sink test ""
+expect_nothing "'zctl sink test --count 5 <TAB>'" zctl sink test --count 5 ""
 expect_offers "'zctl completion <TAB>'" "bash zsh fish" zctl completion ""
 expect_offers "'zctl --log-format <TAB>'" "text json" zctl --log-format ""
 expect_offers "'zctl watch --namespace <TAB>'" "cluster connection node sink" zctl watch --namespace ""

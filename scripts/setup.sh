@@ -12,8 +12,9 @@ BUILD_PACKAGES=(
 )
 # Real peers and tools the test suite talks to.
 TEST_PACKAGES=(catch2 python3 curl openssl prometheus groff-base bash-completion systemd clang-14 libclang-rt-14-dev rsyslog rsyslog-gnutls)
-# Benchmarks under bench/: nginx is the reference server of bench/mesh_flood.py.
-BENCH_PACKAGES=(python3 nginx)
+# Benchmarks under bench/: nginx is the reference server of bench/mesh_flood.py and the webhook
+# receiver of bench/sinks.py, which also talks to rsyslogd and runs logger.
+BENCH_PACKAGES=(python3 nginx rsyslog bsdutils)
 
 want=("${BUILD_PACKAGES[@]}")
 for arg in "$@"; do

@@ -37,6 +37,10 @@ namespace {
 constexpr uint32_t kReasonCap = 512;
 constexpr uint32_t kUnhealthyAfterFailures = 3;
 constexpr auto kHealthCheckInterval = std::chrono::seconds(10);
+// An unhealthy sink is announced recovered only after staying healthy this
+// long, so a sink that flaps gives one unhealthy/recovered pair, not one
+// per flap.
+constexpr auto kRecoveryStability = std::chrono::seconds(1);
 constexpr auto kBatchLinger = std::chrono::microseconds(500);
 // How often a worker waiting to retry moves newly queued events to its spool.
 constexpr auto kSpoolAbsorbInterval = std::chrono::milliseconds(100);
@@ -89,6 +93,7 @@ struct SinkWorker::State {
   std::string completion_reason;
   // health and drop bookkeeping for the supervisor
   bool healthy = true;
+  Clock::time_point healthy_since{};
   std::string unhealthy_reason;
   bool announced_unhealthy = false;
   std::vector<std::pair<std::string, uint64_t>> pending_drops;
@@ -132,6 +137,7 @@ struct SinkWorker::State {
   }
 
   void set_health(bool ok, std::string reason) {  // mutex held
+    if (ok && !healthy) healthy_since = Clock::now();
     healthy = ok;
     unhealthy_reason = ok ? std::string() : std::move(reason);
     up_gauge->set(ok ? 1 : 0);
@@ -834,7 +840,7 @@ SinkReport SinkWorker::take_report(Clock::time_point now) {
   if (!s.healthy && !s.announced_unhealthy) {
     s.announced_unhealthy = true;
     report.became_unhealthy = s.unhealthy_reason;
-  } else if (s.healthy && s.announced_unhealthy) {
+  } else if (s.healthy && s.announced_unhealthy && now - s.healthy_since >= kRecoveryStability) {
     s.announced_unhealthy = false;
     report.recovered = true;
   }

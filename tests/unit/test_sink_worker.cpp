@@ -85,14 +85,40 @@ TEST_CASE("three failed attempts make the sink unhealthy; a delivery recovers it
   CHECK(report.became_unhealthy->find("scripted result 1") != std::string::npos);
   CHECK_FALSE(worker.up());
   REQUIRE(eventually([&] { return script.seqs().size() == 1; }));
-  report = worker.take_report(SinkWorker::Clock::now());
-  CHECK(report.recovered);
-  CHECK_FALSE(report.became_unhealthy);
   CHECK(worker.up());
-  // One announcement per transition.
+  // Recovery is announced once the sink has stayed healthy for a second.
   report = worker.take_report(SinkWorker::Clock::now());
   CHECK_FALSE(report.recovered);
+  report = worker.take_report(SinkWorker::Clock::now() + std::chrono::milliseconds(1100));
+  CHECK(report.recovered);
   CHECK_FALSE(report.became_unhealthy);
+  // One announcement per transition.
+  report = worker.take_report(SinkWorker::Clock::now() + std::chrono::seconds(5));
+  CHECK_FALSE(report.recovered);
+  CHECK_FALSE(report.became_unhealthy);
+}
+
+TEST_CASE("a sink that flaps is announced unhealthy once, and recovered only when it stays healthy", "[sink]") {
+  FakeScript script;
+  script.first_results = {ZCTL_SINK_RETRY, ZCTL_SINK_RETRY, ZCTL_SINK_RETRY};
+  MetricsRegistry metrics;
+  SinkWorker worker(fast_config(script), fake_plugin(), metrics);
+  worker.start();
+  worker.offer(make_event(1));
+  REQUIRE(eventually([&] { return script.emit_calls >= 3 && !worker.up(); }));
+  const auto t0 = SinkWorker::Clock::now();
+  CHECK(worker.take_report(t0).became_unhealthy);
+  REQUIRE(eventually([&] { return worker.up(); }));
+  // Healthy again, then failing again within the second: no announcement in between.
+  script.failing = true;
+  worker.offer(make_event(2));
+  REQUIRE(eventually([&] { return !worker.up(); }));
+  const SinkReport flap = worker.take_report(t0 + std::chrono::seconds(5));
+  CHECK_FALSE(flap.recovered);
+  CHECK_FALSE(flap.became_unhealthy);  // still the same unhealthy spell
+  script.failing = false;
+  REQUIRE(eventually([&] { return script.seqs().size() == 2 && worker.up(); }));
+  CHECK(worker.take_report(SinkWorker::Clock::now() + std::chrono::seconds(2)).recovered);
 }
 
 TEST_CASE("a permanent reject is not retried and is reported as dropped", "[sink]") {

@@ -28,6 +28,7 @@
 #include "membership.hpp"
 #include "mesh_protocol.hpp"
 #include "net_address.hpp"
+#include "stray_reporter.hpp"
 #include "zctl/core/event.hpp"
 #include "zctl/core/event_bus.hpp"
 #include "zctl/core/log.hpp"
@@ -185,6 +186,10 @@ struct MeshServer::Impl {
   bool reject_summary_armed = false;
   void emit_reject_summary();
 
+  // Logs and emits connection/stray off this thread; started before the
+  // accept loop, stopped (draining) after the thread has joined.
+  StrayReporter stray_reporter;
+
   // Metrics, looked up once.
   Family<Counter>& stray_total;
   Family<Counter>& rejections_total;
@@ -290,6 +295,7 @@ MeshServer::Impl::Impl(MeshServerSettings s, EventBus& b, MetricsRegistry& m, Me
     : settings(std::move(s)), bus(b), membership(a), pending(io, settings.mesh.stray.grace_period, &MeshConnection::on_grace_expired),
       joined(io, settings.session_timeout, &MeshConnection::on_idle_timeout),
       closing(io, settings.linger, &MeshConnection::on_linger_expired),
+      stray_reporter(b, settings.mesh.stray),
       stray_total(m.counter("controller_stray_connections_total",
                             "Mesh connections that did not finish the join within the grace period.",
                             {"action", "step"})),
@@ -723,30 +729,13 @@ void MeshConnection::on_grace_expired() {
   const std::string_view step = pending_step();
   server_.stray_total.with({std::string(action), std::string(step)}).inc();
 
-  EventFields fields;
-  fields.add("remoteAddr", remote_addr())
-      .add("localAddr", local_addr())
-      .add("connectedAt", format_rfc3339(connected_at()))
-      .add("pendingStep", step);
-  std::optional<uint8_t> version;
-  if (hs_) version = hs_->machine.protocol_version() ? hs_->machine.protocol_version() : hs_->parser.peer_version();
-  if (version) {
-    fields.add("protocolVersion", static_cast<int64_t>(*version));
-  } else {
-    fields.add_null("protocolVersion");
+  StrayReport report{remote_addr(), local_addr(), connected_at(), step, std::nullopt, {}, bytes_in_};
+  if (hs_) {
+    report.protocol_version =
+        hs_->machine.protocol_version() ? hs_->machine.protocol_version() : hs_->parser.peer_version();
+    report.node_id = hs_->machine.peer_node_id();
   }
-  if (hs_ && !hs_->machine.peer_node_id().empty()) fields.add("nodeId", hs_->machine.peer_node_id());
-  fields.add("graceMs", static_cast<int64_t>(stray.grace_period.count()))
-      .add("action", action)
-      .add("bytesIn", bytes_in_);
-  server_.bus.emit("connection", "stray", fields);
-
-  if (stray.action != StrayAction::none) {
-    log_message(stray.log_level,
-                "mesh: stray connection from " + remote_addr() + ": no join within " + format_duration(stray.grace_period) +
-                    " (stalled at " + std::string(step) + ", " + std::to_string(bytes_in_) + " bytes in)" +
-                    (stray.action == StrayAction::disconnect ? "; disconnecting" : "; keeping it open"));
-  }
+  server_.stray_reporter.report(std::move(report));
   if (stray.action == StrayAction::disconnect) {
     finish(Outcome::abnormal);
     close_socket();
@@ -1013,6 +1002,7 @@ std::string MeshServer::local_address() const { return impl_->local_address; }
 
 void MeshServer::start() {
   Impl& s = *impl_;
+  s.stray_reporter.start();
   s.accept_loop();
   s.thread = std::thread([&s] {
     for (;;) {
@@ -1032,6 +1022,7 @@ void MeshServer::stop() {
   if (!s.thread.joinable()) return;
   asio::post(s.io, [&s] { s.stop_on_io_thread(); });
   s.thread.join();
+  s.stray_reporter.stop();
 }
 
 }  // namespace zctl

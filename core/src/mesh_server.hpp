@@ -4,9 +4,11 @@
 // (connection/stray, rejected, protocol_error, flood) and metrics.
 //
 // Threads: the server runs on its own thread and io_context, so a flood of
-// connections, deadline handling and stray reporting never compete with the
-// admin API; events go to the EventBus from that thread. Membership
-// decisions may complete on any thread; they are posted back.
+// connections and deadline handling never compete with the admin API;
+// events go to the EventBus from that thread, except connection/stray and
+// its log line, which a StrayReporter thread writes so that a burst of
+// expiring connections is closed at the deadline. Membership decisions may
+// complete on any thread; they are posted back.
 //
 // Lifecycle: construct -> listen() (binds, loads TLS; throws) -> start()
 // (starts the thread) -> stop() (closes the listener and every connection,

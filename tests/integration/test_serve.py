@@ -89,6 +89,30 @@ class ServeTest(NodeTestCase):
         self.assertEqual([e["eventType"] for e in read_events(other)], ["started"])
         self.assertEqual([e["eventType"] for e in read_events(moved)], ["stopping"])
 
+    def test_sighup_cannot_move_a_spool_and_keeps_the_running_one(self):
+        events = os.path.join(self.workdir, "events.jsonl")
+        first, second = os.path.join(self.workdir, "spool-a"), os.path.join(self.workdir, "spool-b")
+        node = self.node("n1", config="sinks:" + sink_config("main", "file", {"path": events},
+                                                             f"    spool: {{ dir: {first} }}\n")).start()
+        wait_for(lambda: read_events(events), what="started in the file")
+        self.assertTrue(os.path.exists(os.path.join(first, "cursor")))
+        with open(node.config_path, "w") as f:
+            f.write("sinks:" + sink_config("main", "file", {"path": events}, f"    spool: {{ dir: {second} }}\n"))
+        node.signal(signal.SIGHUP)
+        wait_for(lambda: "spool settings cannot change on reload" in node.stderr(), what="the refusal")
+        self.assertFalse(os.path.exists(second))
+        self.assertEqual(node.stop(), 0)
+        self.assertEqual([e["eventType"] for e in read_events(events)], ["started", "stopping"])
+
+    def test_shipped_example_configs_are_valid(self):
+        source = os.environ.get("ZCTL_SOURCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..")
+        examples = [os.path.join("examples", name) for name in sorted(os.listdir(os.path.join(source, "examples")))
+                    if name.endswith(".yaml")]
+        self.assertIn("examples/production.yaml", examples)
+        for example in examples:
+            with self.subTest(example=example):
+                self.assert_example_config_valid(example)
+
     def test_sighup_with_an_invalid_config_keeps_running(self):
         node = self.node("n1", config="events: { journal_size: 10 }\n").start()
         with open(node.config_path, "w") as f:

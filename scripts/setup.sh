@@ -8,13 +8,14 @@ BUILD_PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libcli11-dev libboost-dev libboost-filesystem-dev libboost-system-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev rapidjson-dev libssl-dev libsystemd-dev
-  libraft-dev libuv1-dev
+  libraft-dev libuv1-dev librdkafka-dev
 )
 # Real peers and tools the test suite talks to.
-TEST_PACKAGES=(catch2 python3 curl openssl prometheus groff-base bash-completion systemd clang-14 libclang-rt-14-dev rsyslog rsyslog-gnutls)
+TEST_PACKAGES=(catch2 python3 curl openssl prometheus groff-base bash-completion systemd clang-14 libclang-rt-14-dev rsyslog rsyslog-gnutls kcat)
 # Benchmarks under bench/: nginx is the reference server of bench/mesh_flood.py and the webhook
-# receiver of bench/sinks.py, which also talks to rsyslogd and runs logger.
-BENCH_PACKAGES=(python3 nginx rsyslog bsdutils)
+# receiver of bench/sinks.py, which also talks to rsyslogd and runs logger; kcat is the
+# reference producer of bench/kafka_bench.py.
+BENCH_PACKAGES=(python3 nginx rsyslog bsdutils kcat)
 
 want=("${BUILD_PACKAGES[@]}")
 for arg in "$@"; do

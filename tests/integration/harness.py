@@ -202,6 +202,22 @@ class NodeTestCase(unittest.TestCase):
         result = self.zctl("config", "check", os.path.join(source, relative))
         self.assertEqual(result.returncode, 0, result.stderr)
 
+    def poke(self, node, count):
+        """Makes `node` emit `count` connection/protocol_error events."""
+        for _ in range(count):
+            with socket.create_connection(node.mesh_address, timeout=5) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                try:
+                    while s.recv(4096):
+                        pass
+                except OSError:
+                    pass
+
+    def metrics(self, node):
+        code, _, body = node.get("/metrics")
+        self.assertEqual(code, 200)
+        return body
+
     def zctl(self, *args, timeout=20, env=None):
         return subprocess.run(
             [ZCTL, *args], capture_output=True, text=True, timeout=timeout, env=dict(os.environ, **(env or {}))

@@ -21,12 +21,14 @@ class PackageTest(NodeTestCase):
         self.assertRegex(debs[0], r"^zctl_\d+\.\d+\.\d+_[a-z0-9]+\.deb$")
 
         depends = subprocess.run(["dpkg-deb", "-f", deb, "Depends"], capture_output=True, text=True).stdout
-        for lib in ("libyaml-cpp", "libspdlog", "libboost-filesystem", "libfmt", "libssl", "libsystemd0", "adduser"):
+        for lib in ("libyaml-cpp", "libspdlog", "libboost-filesystem", "libfmt", "libssl", "libsystemd0", "librdkafka1",
+                    "adduser"):
             self.assertIn(lib, depends)
 
         contents = subprocess.run(["dpkg-deb", "-c", deb], capture_output=True, text=True).stdout
         for path in ("./usr/bin/zctl", "./usr/lib/zctl/plugins/file.so", "./usr/lib/zctl/plugins/webhook.so",
-                     "./usr/lib/zctl/plugins/syslog.so",
+                     "./usr/lib/zctl/plugins/syslog.so", "./usr/lib/zctl/plugins/kafka.so",
+                     "./usr/share/doc/zctl/examples/sinks/kafka.yaml",
                      "./usr/include/zctl/sink.h",
                      "./usr/share/man/man1/zctl.1", "./usr/share/man/man1/zctl-sink.1",
                      "./usr/share/man/man5/zctl.yaml.5",
@@ -50,6 +52,7 @@ class PackageTest(NodeTestCase):
         self.assertIn("file ", plugins.stdout)
         self.assertIn("webhook ", plugins.stdout)
         self.assertIn("syslog ", plugins.stdout)
+        self.assertIn("kafka ", plugins.stdout)
 
         # The unit is valid for this systemd (pointed at the unpacked binary) ...
         unit = os.path.join(self.workdir, "zctl.service")

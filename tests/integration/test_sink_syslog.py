@@ -18,6 +18,7 @@ import socket
 import subprocess
 import time
 
+from sink_abi import BatchT, Event, StatusT, load_plugin
 from harness import NodeTestCase, free_port, main, read_events, wait_for
 
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"
@@ -28,43 +29,6 @@ FIELDS = ["pri", "syslogfacility-text", "syslogseverity-text", "hostname", "app-
           "structured-data", "msg"]
 FIELD_TEMPLATE = SEP.join("%" + f + "%" for f in FIELDS) + "\\n"
 GRACE_MS = 200
-
-
-class Event(ctypes.Structure):
-    _fields_ = [("json", ctypes.c_char_p), ("json_len", ctypes.c_uint32), ("reserved0", ctypes.c_uint32),
-                ("seq", ctypes.c_uint64), ("event_namespace", ctypes.c_char_p), ("event_type", ctypes.c_char_p)]
-
-
-class BatchT(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_uint32), ("count", ctypes.c_uint32), ("events", ctypes.POINTER(Event)),
-                ("batch_id", ctypes.c_uint64), ("attempt", ctypes.c_uint32), ("reserved0", ctypes.c_uint32)]
-
-
-class StatusT(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_uint32), ("retry_after_ms", ctypes.c_uint32), ("reason", ctypes.c_char_p),
-                ("reason_cap", ctypes.c_uint32), ("reserved0", ctypes.c_uint32)]
-
-
-class Plugin(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_uint32), ("abi_major", ctypes.c_uint16), ("abi_minor", ctypes.c_uint16),
-                ("name", ctypes.c_char_p), ("version", ctypes.c_char_p), ("description", ctypes.c_char_p),
-                ("config_schema", ctypes.c_char_p), ("capabilities", ctypes.c_uint32), ("reserved0", ctypes.c_uint32),
-                ("validate_config", ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint32)),
-                ("create", ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_char_p, ctypes.c_void_p,
-                                            ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_uint32)),
-                ("emit", ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.POINTER(BatchT),
-                                          ctypes.POINTER(StatusT))),
-                ("flush", ctypes.c_void_p), ("health", ctypes.c_void_p), ("reopen", ctypes.c_void_p),
-                ("destroy", ctypes.CFUNCTYPE(None, ctypes.c_void_p))]
-
-
-def load_plugin():
-    directory = os.environ.get("ZCTL_PLUGIN_DIR") or os.path.join(os.environ.get("ZCTL_BUILD_DIR", "build"), "plugins")
-    lib = ctypes.CDLL(os.path.join(directory, "syslog.so"))
-    lib.zctl_sink_plugin_entry.restype = ctypes.POINTER(Plugin)
-    plugin = lib.zctl_sink_plugin_entry().contents
-    plugin._lib = lib  # keeps the library loaded as long as the descriptor is used
-    return plugin
 
 
 class Rsyslog:
@@ -199,17 +163,6 @@ sinks:
         self.assertIsNotNone(node.mesh_address, node.stdout())
         return node
 
-    def poke(self, node, count):
-        """Makes the node emit `count` connection/protocol_error events."""
-        for _ in range(count):
-            with socket.create_connection(node.mesh_address, timeout=5) as s:
-                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                try:
-                    while s.recv(4096):
-                        pass
-                except OSError:
-                    pass
-
     def stray(self, node):
         """An idle connection to the mesh port: a connection/stray after the grace period."""
         with socket.create_connection(node.mesh_address, timeout=5) as s:
@@ -311,7 +264,7 @@ sinks:
     def test_a_message_too_large_for_a_udp_datagram_is_rejected(self):
         """Through the C ABI with ctypes: no event of a real node is 64 KiB, so the batch is made here."""
         r = self.rsyslog()
-        plugin = load_plugin()
+        plugin = load_plugin("syslog")
         err = ctypes.create_string_buffer(512)
         instance = ctypes.c_void_p()
         config = json.dumps({"transport": "udp", "address": f"127.0.0.1:{r.udp_port}", "hostname": HOSTNAME})

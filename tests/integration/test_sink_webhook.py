@@ -147,22 +147,6 @@ class WebhookTest(NodeTestCase):
 """
         return self.node(node_id, config=text).start()
 
-    def poke(self, node, count):
-        """Makes the node emit `count` connection/protocol_error events."""
-        for _ in range(count):
-            with socket.create_connection(node.mesh_address, timeout=5) as s:
-                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                try:
-                    while s.recv(4096):
-                        pass
-                except OSError:
-                    pass
-
-    def metrics(self, node):
-        code, _, body = node.get("/metrics")
-        self.assertEqual(code, 200)
-        return body
-
     def assert_no_event_missing(self, receiver):
         """Every event the reference file sink got, the webhook got in a 2xx-answered request."""
         delivered = [e for r in receiver.answered(200) for e in parse_body(r)]

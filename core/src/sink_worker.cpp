@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <random>
 #include <sstream>
 #include <utility>
@@ -42,6 +43,8 @@ constexpr auto kHealthCheckInterval = std::chrono::seconds(10);
 // per flap.
 constexpr auto kRecoveryStability = std::chrono::seconds(1);
 constexpr auto kBatchLinger = std::chrono::microseconds(500);
+// Batches an asynchronous plugin may have in flight at once (run_pipelined).
+constexpr size_t kAsyncBatchesInFlight = 4;
 // How often a worker waiting to retry moves newly queued events to its spool.
 constexpr auto kSpoolAbsorbInterval = std::chrono::milliseconds(100);
 
@@ -56,6 +59,21 @@ const char* result_name(int32_t code) {
 }
 
 }  // namespace
+
+// What a plugin reported through host->complete.
+struct Completion {
+  int32_t result = ZCTL_SINK_RETRY;
+  uint32_t retry_after_ms = 0;
+  std::string reason;
+};
+
+// A delivery attempt that failed before deliver() took the batch over.
+struct FailedAttempt {
+  uint32_t attempt = 0;  // 0: none yet
+  uint32_t retry_after_ms = 0;
+  std::string reason;
+  std::chrono::steady_clock::time_point first_attempt{};
+};
 
 struct SinkWorker::State {
   // --- fixed at construction ---
@@ -86,11 +104,9 @@ struct SinkWorker::State {
   bool reopen_requested = false;
   bool idle = false;  // the worker sleeps until notified; producers must wake it
   std::optional<std::pair<SinkConfig, std::shared_ptr<LoadedPlugin>>> replacement;
-  // async completion of the batch in flight
-  uint64_t awaited_batch = 0;
-  std::optional<int32_t> completion_result;
-  uint32_t completion_retry_after_ms = 0;
-  std::string completion_reason;
+  // asynchronous completions of the batches in flight, by batch id; a
+  // completion for an id not here (late, repeated, unknown) is ignored
+  std::map<uint64_t, std::optional<Completion>> awaited;
   // health and drop bookkeeping for the supervisor
   bool healthy = true;
   Clock::time_point healthy_since{};
@@ -178,15 +194,15 @@ struct SinkWorker::State {
                             const char* reason) {
     auto* self = static_cast<State*>(ctx);
     std::lock_guard lock(self->mutex);
-    if (batch_id != self->awaited_batch || self->completion_result) {
+    const auto it = self->awaited.find(batch_id);
+    if (it == self->awaited.end() || it->second.has_value()) {
       log_warn("sink " + self->name + ": ignoring completion for batch " + std::to_string(batch_id) +
                " (not awaited, late or repeated)");
       return;
     }
-    self->completion_result = result;
-    self->completion_retry_after_ms = retry_after_ms;
-    self->completion_reason = reason ? reason : "";
+    it->second = Completion{result, retry_after_ms, reason ? reason : ""};
     self->completion_ready.notify_all();
+    self->work_ready.notify_one();  // a pipelining worker waits there
   }
 
   // Creates an instance with the current config. Returns the plugin's code.
@@ -273,68 +289,92 @@ struct SinkWorker::State {
   // Delivers one batch with retries. Returns true when the batch is done
   // with (delivered, rejected, out of attempts), false when the stop
   // deadline passed first: a spooled batch then stays in the spool.
-  bool deliver(std::deque<EventPtr>& batch) {
+  // `failed` carries the attempt that already failed before this call (a
+  // batch leaving the async pipeline): it counts towards max_attempts.
+  bool deliver(std::deque<EventPtr>& batch, FailedAttempt failed = {}) {
+    const std::vector<zctl_sink_event> views = views_of(batch);
+    const auto first_attempt = failed.attempt > 0 ? failed.first_attempt : Clock::now();
+    const uint64_t n = batch.size();
+    uint32_t attempt = failed.attempt;
+    std::string reason = std::move(failed.reason);
+    uint32_t retry_after_ms = failed.retry_after_ms;
+    for (;;) {
+      if (attempt > 0) {  // the last attempt failed (RETRY): give up, or wait and try again
+        const uint32_t max_attempts = config.retry.max_attempts;
+        if (max_attempts != 0 && attempt >= max_attempts) {
+          failed_counter->inc(n);
+          log_error("sink " + name + ": giving up on " + std::to_string(n) + " event(s) after " +
+                    std::to_string(attempt) + " attempts: " + reason);
+          write_dead_letters(batch, "retries_exhausted", reason, attempt);
+          std::lock_guard lock(mutex);
+          count_drop("retries_exhausted", n);
+          return true;
+        }
+        if (!wait_to_retry(Clock::now() + backoff(attempt, retry_after_ms))) {
+          if (spool) {
+            log_warn("sink " + name + ": shutting down with " + std::to_string(n) +
+                     " undelivered event(s) in flight; they stay in the spool");
+            return false;
+          }
+          std::lock_guard lock(mutex);
+          count_drop("shutdown", n);
+          log_error("sink " + name + ": shutting down with " + std::to_string(n) + " undelivered event(s) in flight");
+          return false;
+        }
+        apply_pending_control();  // the batch is retried with the new config
+      }
+      ++attempt;
+      reason.clear();
+      retry_after_ms = 0;
+      const int32_t rc = attempt_once(views, attempt, reason, retry_after_ms);
+      if (rc == ZCTL_SINK_OK) {
+        record_delivered(n, first_attempt);
+        return true;
+      }
+      if (rc == ZCTL_SINK_REJECT) {
+        record_rejected(batch, reason, attempt);
+        return true;
+      }
+      // RETRY (attempt_once maps invalid codes and escaped exceptions to it):
+      // transient until attempts run out.
+      record_failed_attempt(n, attempt, reason);
+    }
+  }
+
+  static std::vector<zctl_sink_event> views_of(const std::deque<EventPtr>& batch) {
     std::vector<zctl_sink_event> views;
     views.reserve(batch.size());
     for (const auto& e : batch) {
       views.push_back(zctl_sink_event{e->json.data(), static_cast<uint32_t>(e->json.size()), 0, e->seq,
                                       e->event_namespace.c_str(), e->event_type.c_str()});
     }
-    const auto first_attempt = Clock::now();
+    return views;
+  }
+
+  void record_delivered(uint64_t n, Clock::time_point first_attempt) {
+    delivery_seconds->observe(std::chrono::duration<double>(Clock::now() - first_attempt).count());
+    delivered_counter->inc(n);
+    consecutive_failures = 0;
+    std::lock_guard lock(mutex);
+    if (!healthy) set_health(true, {});
+  }
+
+  void record_rejected(const std::deque<EventPtr>& batch, const std::string& reason, uint32_t attempt) {
     const uint64_t n = batch.size();
-    for (uint32_t attempt = 1;; ++attempt) {
-      std::string reason;
-      uint32_t retry_after_ms = 0;
-      const int32_t rc = attempt_once(views, attempt, reason, retry_after_ms);
-      if (rc == ZCTL_SINK_OK) {
-        delivery_seconds->observe(std::chrono::duration<double>(Clock::now() - first_attempt).count());
-        delivered_counter->inc(n);
-        consecutive_failures = 0;
-        std::lock_guard lock(mutex);
-        if (!healthy) set_health(true, {});
-        return true;
-      }
-      if (rc == ZCTL_SINK_REJECT) {
-        failed_counter->inc(n);
-        log_error("sink " + name + ": plugin rejected " + std::to_string(n) + " event(s) permanently (seq " +
-                  std::to_string(batch.front()->seq) + ".." + std::to_string(batch.back()->seq) + "): " + reason);
-        write_dead_letters(batch, "rejected", reason, attempt);
-        std::lock_guard lock(mutex);
-        count_drop("rejected", n);
-        return true;
-      }
-      // RETRY (attempt_once maps invalid codes and escaped exceptions to it):
-      // transient until attempts run out.
-      retried_counter->inc(n);
-      ++consecutive_failures;
-      log_warn("sink " + name + ": delivery attempt " + std::to_string(attempt) + " failed: " + reason);
-      {
-        std::lock_guard lock(mutex);
-        if (consecutive_failures >= kUnhealthyAfterFailures && healthy) set_health(false, reason);
-      }
-      const uint32_t max_attempts = config.retry.max_attempts;
-      if (max_attempts != 0 && attempt >= max_attempts) {
-        failed_counter->inc(n);
-        log_error("sink " + name + ": giving up on " + std::to_string(n) + " event(s) after " +
-                  std::to_string(attempt) + " attempts: " + reason);
-        write_dead_letters(batch, "retries_exhausted", reason, attempt);
-        std::lock_guard lock(mutex);
-        count_drop("retries_exhausted", n);
-        return true;
-      }
-      if (!wait_to_retry(Clock::now() + backoff(attempt, retry_after_ms))) {
-        if (spool) {
-          log_warn("sink " + name + ": shutting down with " + std::to_string(n) +
-                   " undelivered event(s) in flight; they stay in the spool");
-          return false;
-        }
-        std::lock_guard lock(mutex);
-        count_drop("shutdown", n);
-        log_error("sink " + name + ": shutting down with " + std::to_string(n) + " undelivered event(s) in flight");
-        return false;
-      }
-      apply_pending_control();  // the batch is retried with the new config
-    }
+    failed_counter->inc(n);
+    log_error("sink " + name + ": plugin rejected " + std::to_string(n) + " event(s) permanently (seq " +
+              std::to_string(batch.front()->seq) + ".." + std::to_string(batch.back()->seq) + "): " + reason);
+    write_dead_letters(batch, "rejected", reason, attempt);
+    std::lock_guard lock(mutex);
+    count_drop("rejected", n);
+  }
+
+  void record_failed_attempt(uint64_t n, uint32_t attempt, const std::string& reason) {
+    retried_counter->inc(n);
+    ++consecutive_failures;
+    log_warn("sink " + name + ": delivery attempt " + std::to_string(attempt) + " failed: " + reason);
+    std::lock_guard lock(mutex);
+    if (consecutive_failures >= kUnhealthyAfterFailures && healthy) set_health(false, reason);
   }
 
   void write_dead_letters(const std::deque<EventPtr>& batch, std::string_view result, const std::string& reason,
@@ -427,6 +467,24 @@ struct SinkWorker::State {
 
   int32_t attempt_once(const std::vector<zctl_sink_event>& views, uint32_t attempt, std::string& reason,
                        uint32_t& retry_after_ms) {
+    uint64_t batch_id = 0;
+    const int32_t rc = send_batch(views, attempt, batch_id, reason, retry_after_ms);
+    if (rc != ZCTL_SINK_PENDING) return rc;
+    std::unique_lock lock(mutex);
+    const auto timeout = Clock::now() + config.call_timeout;
+    for (;;) {  // re-reads the stop deadline on every wake
+      const auto limit = std::min(timeout, deadline);
+      if (awaited.at(batch_id).has_value() || Clock::now() >= limit) break;
+      completion_ready.wait_until(lock, limit);
+    }
+    return take_completion(batch_id, reason, retry_after_ms);  // mutex held
+  }
+
+  // Hands a batch to the plugin. Returns OK, RETRY or REJECT as the plugin
+  // answered (invalid codes and escaped exceptions mapped to RETRY), or
+  // PENDING with `batch_id` awaiting its completion (see take_completion).
+  int32_t send_batch(const std::vector<zctl_sink_event>& views, uint32_t attempt, uint64_t& batch_id,
+                     std::string& reason, uint32_t& retry_after_ms) {
     if (!instance) {
       // A create that failed transiently is retried as part of delivery.
       std::string error;
@@ -436,43 +494,19 @@ struct SinkWorker::State {
       }
     }
     const auto& d = plugin->descriptor();
-    const uint64_t batch_id = next_batch_id++;
+    batch_id = next_batch_id++;
     zctl_sink_batch batch{sizeof(zctl_sink_batch), static_cast<uint32_t>(views.size()), views.data(), batch_id, attempt, 0};
     char reason_buf[kReasonCap] = {};
     zctl_sink_status status{sizeof(zctl_sink_status), 0, reason_buf, sizeof reason_buf, 0};
     {
       std::lock_guard lock(mutex);
-      awaited_batch = batch_id;
-      completion_result.reset();
+      awaited[batch_id];  // before emit: the plugin may complete from another thread at once
     }
     int32_t rc = plugin_call("emit", [&] { return d.emit(instance, &batch, &status); });
-    if (rc == ZCTL_SINK_PENDING && (d.capabilities & ZCTL_SINK_CAP_ASYNC_COMPLETION)) {
-      std::unique_lock lock(mutex);
-      const auto timeout = Clock::now() + config.call_timeout;
-      for (;;) {  // re-reads the stop deadline on every wake
-        const auto limit = std::min(timeout, deadline);
-        if (completion_result.has_value() || Clock::now() >= limit) break;
-        completion_ready.wait_until(lock, limit);
-      }
-      if (!completion_result) {
-        awaited_batch = 0;  // a late completion is ignored, the batch is retried
-        reason = Clock::now() >= deadline ? std::string("stopping before the plugin completed the batch")
-                                          : "no completion within " + format_duration(config.call_timeout);
-        return ZCTL_SINK_RETRY;
-      }
-      awaited_batch = 0;
-      retry_after_ms = completion_retry_after_ms;
-      reason = completion_reason;
-      const int32_t completed = *completion_result;
-      if (completed != ZCTL_SINK_OK && completed != ZCTL_SINK_RETRY && completed != ZCTL_SINK_REJECT) {
-        reason = "plugin completed a batch with invalid result code " + std::to_string(completed);
-        return ZCTL_SINK_RETRY;
-      }
-      return completed;
-    }
+    if (rc == ZCTL_SINK_PENDING && (d.capabilities & ZCTL_SINK_CAP_ASYNC_COMPLETION)) return rc;
     {
       std::lock_guard lock(mutex);
-      awaited_batch = 0;
+      awaited.erase(batch_id);
     }
     reason_buf[kReasonCap - 1] = '\0';
     reason = reason_buf;
@@ -487,6 +521,27 @@ struct SinkWorker::State {
       rc = ZCTL_SINK_RETRY;
     }
     return rc;
+  }
+
+  // The outcome of a PENDING batch, which stops being awaited: a late
+  // completion is ignored and the batch counts as failed (RETRY). Mutex held.
+  int32_t take_completion(uint64_t batch_id, std::string& reason, uint32_t& retry_after_ms) {
+    const auto it = awaited.find(batch_id);
+    if (it == awaited.end() || !it->second) {
+      if (it != awaited.end()) awaited.erase(it);
+      reason = Clock::now() >= deadline ? std::string("stopping before the plugin completed the batch")
+                                        : "no completion within " + format_duration(config.call_timeout);
+      return ZCTL_SINK_RETRY;
+    }
+    const Completion done = std::move(*it->second);
+    awaited.erase(it);
+    retry_after_ms = done.retry_after_ms;
+    reason = done.reason;
+    if (done.result != ZCTL_SINK_OK && done.result != ZCTL_SINK_RETRY && done.result != ZCTL_SINK_REJECT) {
+      reason = "plugin completed a batch with invalid result code " + std::to_string(done.result);
+      return ZCTL_SINK_RETRY;
+    }
+    return done.result;
   }
 
   // While idle: keep trying a create that failed transiently (with backoff),
@@ -607,21 +662,162 @@ struct SinkWorker::State {
       }
     }
     spool_queued();  // what is still queued waits on disk for the next start
+    drop_queued_at_stop("stopping; the spool had no room for");
     std::lock_guard lock(mutex);
-    if (!queue.empty()) {
-      log_error("sink " + name + ": stopping with " + std::to_string(queue.size()) +
-                " queued event(s) that did not fit in the spool; they are not delivered");
-      count_drop("shutdown", queue.size());
-      queue.clear();
-    }
     if (spool->events() > 0) {
       log_info("sink " + name + ": " + std::to_string(spool->events()) + " undelivered event(s) kept in spool " +
                spool->dir() + " for the next start");
     }
   }
 
+  // What is still queued when the worker ends is lost: said and counted.
+  void drop_queued_at_stop(const std::string& why) {
+    std::lock_guard lock(mutex);
+    if (queue.empty()) return;
+    log_error("sink " + name + ": " + why + " " + std::to_string(queue.size()) +
+              " queued event(s); they are not delivered");
+    count_drop("shutdown", queue.size());
+    queue.clear();
+  }
+
+  // Moves up to batch_max queued events into `batch`. Mutex held.
+  void take_from_queue(std::deque<EventPtr>& batch) {
+    const size_t take = std::min<size_t>(queue.size(), std::max<uint32_t>(config.queue.batch_max, 1));
+    if (take == queue.size()) {
+      batch.swap(queue);  // O(1): producers wait on this lock
+    } else {
+      batch.assign(std::make_move_iterator(queue.begin()),
+                   std::make_move_iterator(queue.begin() + static_cast<std::ptrdiff_t>(take)));
+      queue.erase(queue.begin(), queue.begin() + static_cast<std::ptrdiff_t>(take));
+    }
+    queue_gauge->set(static_cast<double>(queue.size()));
+    if (stalled && queue.size() < config.queue.max_events / 2) {
+      stalled = false;
+      log_info("sink " + name + ": queue drained, accepting events again");
+    }
+    if (take > 0 && blocked_producers > 0) space_ready.notify_all();
+  }
+
+  // A plugin with ZCTL_SINK_CAP_PIPELINE gets up to kAsyncBatchesInFlight
+  // batches at once, so producing the next batch overlaps waiting for the earlier
+  // ones' acknowledgements. A batch that fails leaves the pipeline: the
+  // others in flight finish first, then it is retried alone by deliver(),
+  // with backoff and max_attempts as ever. Batches are handed over in queue
+  // order; only a retry can deliver a batch after a later one.
+  void run_pipelined() {
+    struct InFlight {
+      uint64_t id;
+      std::deque<EventPtr> events;
+      Clock::time_point sent;
+    };
+    struct Outcome {
+      std::deque<EventPtr> events;
+      Clock::time_point sent;
+      int32_t result;
+      std::string reason;
+      uint32_t retry_after_ms;
+    };
+    std::deque<InFlight> in_flight;
+    std::deque<std::pair<std::deque<EventPtr>, FailedAttempt>> to_retry;
+    bool busy = false;
+    for (;;) {
+      std::deque<EventPtr> batch;
+      std::vector<Outcome> outcomes;
+      bool control = false;
+      {
+        std::unique_lock lock(mutex);
+        const auto settled = [&](const InFlight& f) {
+          return awaited.at(f.id).has_value() || Clock::now() >= std::min(f.sent + config.call_timeout, deadline);
+        };
+        const auto room = [&] {
+          return in_flight.size() < kAsyncBatchesInFlight && to_retry.empty() && !reopen_requested &&
+                 !replacement.has_value() && !(stopping && Clock::now() >= deadline);
+        };
+        const auto ready = [&] {
+          return std::any_of(in_flight.begin(), in_flight.end(), settled) || (room() && !queue.empty()) ||
+                 (in_flight.empty() && (stopping || reopen_requested || replacement.has_value() || !to_retry.empty()));
+        };
+        if (in_flight.empty() && to_retry.empty()) {
+          wait_for_work(lock, busy);
+        } else if (!ready()) {
+          auto limit = deadline;
+          for (const auto& f : in_flight) limit = std::min(limit, f.sent + config.call_timeout);
+          idle = room();  // producers wake us when a batch could go out
+          work_ready.wait_until(lock, limit, ready);
+          idle = false;
+        }
+        for (auto it = in_flight.begin(); it != in_flight.end();) {
+          if (!settled(*it)) {
+            ++it;
+            continue;
+          }
+          Outcome o{std::move(it->events), it->sent, ZCTL_SINK_RETRY, {}, 0};
+          o.result = take_completion(it->id, o.reason, o.retry_after_ms);
+          outcomes.push_back(std::move(o));
+          it = in_flight.erase(it);
+        }
+        if (stopping && in_flight.empty() && to_retry.empty() && outcomes.empty() &&
+            (queue.empty() || Clock::now() >= deadline)) {
+          break;
+        }
+        if (room() && outcomes.empty()) take_from_queue(batch);
+        control = in_flight.empty() && (reopen_requested || replacement.has_value());
+      }
+      for (auto& o : outcomes) {
+        if (o.result == ZCTL_SINK_OK) {
+          record_delivered(o.events.size(), o.sent);
+        } else if (o.result == ZCTL_SINK_REJECT) {
+          record_rejected(o.events, o.reason, 1);
+        } else {
+          record_failed_attempt(o.events.size(), 1, o.reason);
+          to_retry.emplace_back(std::move(o.events), FailedAttempt{1, o.retry_after_ms, o.reason, o.sent});
+        }
+      }
+      outcomes.clear();
+      if (in_flight.empty() && !to_retry.empty()) {
+        std::unique_lock lock(mutex);
+        if (stopping && Clock::now() >= deadline) {  // no more attempts
+          uint64_t n = 0;
+          for (const auto& [events, attempt] : to_retry) n += events.size();
+          count_drop("shutdown", n);
+          log_error("sink " + name + ": shutting down with " + std::to_string(n) + " undelivered event(s) in flight");
+          to_retry.clear();
+          continue;
+        }
+        lock.unlock();
+        deliver(to_retry.front().first, std::move(to_retry.front().second));
+        to_retry.pop_front();
+        continue;
+      }
+      if (control) apply_pending_control();
+      busy = !batch.empty();
+      if (!busy) {
+        if (in_flight.empty()) tend_when_idle();
+        continue;
+      }
+      uint64_t id = 0;
+      std::string reason;
+      uint32_t retry_after_ms = 0;
+      const auto sent = Clock::now();
+      const int32_t rc = send_batch(views_of(batch), 1, id, reason, retry_after_ms);
+      if (rc == ZCTL_SINK_PENDING) {
+        in_flight.push_back(InFlight{id, std::move(batch), sent});
+      } else if (rc == ZCTL_SINK_OK) {
+        record_delivered(batch.size(), sent);
+      } else if (rc == ZCTL_SINK_REJECT) {
+        record_rejected(batch, reason, 1);
+      } else {
+        record_failed_attempt(batch.size(), 1, reason);
+        to_retry.emplace_back(std::move(batch), FailedAttempt{1, retry_after_ms, reason, sent});
+      }
+    }
+    drop_queued_at_stop("stop deadline passed with");
+  }
+
   void run() {
     if (spool) return run_spooled();
+    constexpr uint32_t kPipeline = ZCTL_SINK_CAP_ASYNC_COMPLETION | ZCTL_SINK_CAP_PIPELINE;
+    if ((plugin->descriptor().capabilities & kPipeline) == kPipeline) return run_pipelined();
     std::deque<EventPtr> batch;
     bool busy = false;  // the last round delivered something
     for (;;) {
@@ -629,20 +825,7 @@ struct SinkWorker::State {
         std::unique_lock lock(mutex);
         wait_for_work(lock, busy);
         if (stopping && (queue.empty() || Clock::now() >= deadline)) break;
-        const size_t take = std::min<size_t>(queue.size(), std::max<uint32_t>(config.queue.batch_max, 1));
-        if (take == queue.size()) {
-          batch.swap(queue);  // O(1): producers wait on this lock
-        } else {
-          batch.assign(std::make_move_iterator(queue.begin()),
-                       std::make_move_iterator(queue.begin() + static_cast<std::ptrdiff_t>(take)));
-          queue.erase(queue.begin(), queue.begin() + static_cast<std::ptrdiff_t>(take));
-        }
-        queue_gauge->set(static_cast<double>(queue.size()));
-        if (stalled && queue.size() < config.queue.max_events / 2) {
-          stalled = false;
-          log_info("sink " + name + ": queue drained, accepting events again");
-        }
-        if (take > 0 && blocked_producers > 0) space_ready.notify_all();
+        take_from_queue(batch);
       }
       apply_pending_control();
       busy = !batch.empty();
@@ -653,13 +836,7 @@ struct SinkWorker::State {
         tend_when_idle();
       }
     }
-    std::lock_guard lock(mutex);
-    if (!queue.empty()) {
-      log_error("sink " + name + ": stop deadline passed with " + std::to_string(queue.size()) +
-                " event(s) still queued; they are not delivered");
-      count_drop("shutdown", queue.size());
-      queue.clear();
-    }
+    drop_queued_at_stop("stop deadline passed with");
   }
 };
 

@@ -10,13 +10,10 @@
 //     a batch's outstanding count to zero completes the batch, exactly once. emit() holds one
 //     extra count while it produces, so a batch whose messages all fail synchronously, or whose
 //     reports all arrive before emit() returns, is completed then: never twice, never early.
-//   - Send at the end of the batch: the host hands over the next batch only after this one
-//     completed, so after the last message nothing else can join the MessageSets. emit() ends
-//     with rd_kafka_flush() (bounded by kSendWaitMs), during which librdkafka sends at once
-//     instead of waiting for linger.ms; the acknowledgements usually arrive within it. (Event
-//     mode matters here: with a delivery callback, flush() would poll the same queue as the poll
-//     thread and sleep through reports the other took; with events it waits on librdkafka's
-//     message count, which the poll thread brings down.)
+//   - Send at once: the host already batches (queue.batch_max) and keeps several batches of an
+//     asynchronous sink in flight, so emit() returns as soon as the batch is produced and
+//     librdkafka sends without lingering (linger.ms defaults to 0 here; `librdkafka:` may set
+//     it). Producing the next batch overlaps waiting for this one's acknowledgements.
 //   - Result of a batch: OK when every message was acknowledged. Otherwise RETRY when any message
 //     failed transiently (timeout, broker down, retriable broker errors librdkafka gave up on),
 //     else REJECT (every failure permanent: too large, invalid, unknown or invalid topic, not
@@ -103,17 +100,17 @@ constexpr std::pair<const char*, const char*> kReservedProperties[] = {
 };
 
 // Producer defaults of this sink, applied before `librdkafka:` so every one can be overridden.
-// A batch is sent as soon as it is complete (see the design notes); TCP_NODELAY keeps the
+// A batch is sent as soon as it is produced (see the design notes); TCP_NODELAY keeps the
 // kernel from holding back the last, partial segment of a request.
 constexpr std::pair<const char*, const char*> kProducerDefaults[] = {
     {"socket.nagle.disable", "true"},
+    {"linger.ms", "0"},
 };
 
 constexpr std::size_t kMaxCachedTopics = 1024;
 constexpr std::size_t kMaxTopicLength = 249;
 constexpr int kPollTimeoutMs = 100;
 constexpr int kHealthTimeoutMs = 2000;
-constexpr int kSendWaitMs = 100;  // emit() waits this long for a batch's acknowledgements at most
 constexpr auto kLogWindow = std::chrono::seconds(10);
 constexpr int kLogLinesPerWindow = 20;
 
@@ -705,11 +702,6 @@ class KafkaSink final : public zctl::sdk::Sink {
       break;
     }
     release(rec);  // this call's own count
-    // Send now: while flush() runs librdkafka ignores linger.ms, and the host has nothing else
-    // for this sink to do until the batch completes, so waiting here for the acknowledgements
-    // (served on this thread, completing the batch before emit returns) costs nothing. Past the
-    // bound the poll thread completes the batch and the host's call_timeout watches it.
-    rd_kafka_flush(rk_, kSendWaitMs);
     return Status::pending();
   }
 
@@ -1014,4 +1006,4 @@ class KafkaSink final : public zctl::sdk::Sink {
 
 ZCTL_SINK_PLUGIN(KafkaSink, "kafka", kVersion,
                  "Produces each event to Kafka (librdkafka); delivered once the broker acknowledged it",
-                 ZCTL_SINK_CAP_ASYNC_COMPLETION);
+                 ZCTL_SINK_CAP_ASYNC_COMPLETION | ZCTL_SINK_CAP_PIPELINE);

@@ -36,6 +36,8 @@ struct FakeScript {
   uint32_t retry_after_ms = 0;
   std::atomic<int> hang_ms{0};    // sleep inside emit
   bool async = false;             // return PENDING, complete from another thread
+  std::atomic<int> in_flight{0};      // async batches emitted and not completed yet
+  std::atomic<int> max_in_flight{0};  // the most seen at once
   std::atomic<int32_t> create_result{ZCTL_SINK_OK};
   std::atomic<bool> release{false};  // ends a hang early
 
@@ -85,8 +87,12 @@ inline int32_t fake_emit(void* instance, const zctl_sink_batch* batch, zctl_sink
   if (rc == ZCTL_SINK_PENDING && s.async) {
     const uint64_t id = batch->batch_id;
     const zctl_sink_host* host = self->host;
-    self->completers.emplace_back([host, id] {
+    const int now = ++s.in_flight;
+    for (int seen = s.max_in_flight; now > seen && !s.max_in_flight.compare_exchange_weak(seen, now);) {
+    }
+    self->completers.emplace_back([host, id, script = &s] {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      --script->in_flight;
       host->complete(host->ctx, id, ZCTL_SINK_OK, 0, nullptr);
     });
     return ZCTL_SINK_PENDING;
@@ -109,7 +115,7 @@ inline void fake_destroy(void* instance) {
   delete self;
 }
 
-inline std::shared_ptr<LoadedPlugin> fake_plugin(bool async = false) {
+inline std::shared_ptr<LoadedPlugin> fake_plugin(bool async = false, bool pipeline = false) {
   zctl_sink_plugin d{};
   d.struct_size = sizeof d;
   d.abi_major = ZCTL_SINK_ABI_MAJOR;
@@ -117,7 +123,8 @@ inline std::shared_ptr<LoadedPlugin> fake_plugin(bool async = false) {
   d.name = "fake";
   d.version = "1";
   d.description = "scripted test sink";
-  d.capabilities = ZCTL_SINK_CAP_REOPEN | (async ? ZCTL_SINK_CAP_ASYNC_COMPLETION : 0u);
+  d.capabilities = ZCTL_SINK_CAP_REOPEN | (async ? ZCTL_SINK_CAP_ASYNC_COMPLETION : 0u) |
+                   (pipeline ? ZCTL_SINK_CAP_PIPELINE : 0u);
   d.validate_config = fake_validate;
   d.create = fake_create;
   d.emit = fake_emit;

@@ -47,7 +47,7 @@ extern "C" {
 #endif
 
 #define ZCTL_SINK_ABI_MAJOR 1
-#define ZCTL_SINK_ABI_MINOR 0
+#define ZCTL_SINK_ABI_MINOR 1
 
 /* Name of the exported entry function. */
 #define ZCTL_SINK_ENTRY_SYMBOL "zctl_sink_plugin_entry"
@@ -78,6 +78,10 @@ enum {
 /* Capability bits in zctl_sink_plugin.capabilities. */
 #define ZCTL_SINK_CAP_ASYNC_COMPLETION 0x1u /* emit may return ZCTL_SINK_PENDING */
 #define ZCTL_SINK_CAP_REOPEN 0x2u           /* reopen() is meaningful (files) */
+/* Since ABI 1.1, with ZCTL_SINK_CAP_ASYNC_COMPLETION: emit may be called again
+ * while earlier batches are still pending (the host keeps a few in flight),
+ * and their completions may arrive in any order. */
+#define ZCTL_SINK_CAP_PIPELINE 0x4u
 
 /* One event. `json` is the complete event object, exactly the bytes every sink
  * and `zctl watch -o json` receive; it is not NUL-terminated.
@@ -151,7 +155,9 @@ typedef struct zctl_sink_plugin {
    * PENDING: at most one batch is pending per instance; the host does not
    * call emit again until host->complete arrives for it (or the host's
    * call_timeout passes, after which the batch is retried and a late
-   * complete for it is ignored). complete may be called from any thread,
+   * complete for it is ignored) -- unless the plugin declares
+   * ZCTL_SINK_CAP_PIPELINE, in which case a few batches may be pending at
+   * once, each with its own batch_id and its own complete. complete may be called from any thread,
    * even before emit returns, but not from inside destroy after it returned. */
   int32_t (*emit)(void* instance, const zctl_sink_batch* batch, zctl_sink_status* status);
 

@@ -21,6 +21,7 @@
 
 #include <unistd.h>
 
+#include "stray_event.hpp"
 #include "zctl/core/event_bus.hpp"
 #include "zctl/core/journal.hpp"
 #include "zctl/core/metrics.hpp"
@@ -34,22 +35,12 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 EventPtr stray_event(uint64_t seq) {
-  EventFields f;
-  f.add("remoteAddr", "10.20." + std::to_string((seq >> 8) & 255) + "." + std::to_string(seq & 255) + ":51234")
-      .add("localAddr", "10.0.0.1:6262")
-      .add("connectedAt", "2025-01-10T13:54:18.151522421-05:00")
-      .add("pendingStep", "hello")
-      .add_null("protocolVersion")
-      .add("nodeId", "ctrl-candidate-7")
-      .add("graceMs", int64_t{30000})
-      .add("action", "disconnect")
-      .add("bytesIn", uint64_t{0});
   auto e = std::make_shared<Event>();
   e->seq = seq;
   e->event_namespace = "connection";
   e->event_type = "stray";
   e->time = std::chrono::system_clock::now();
-  e->json = serialize_event("connection", "stray", "bench-node", e->time, seq, f);
+  e->json = serialize_event("connection", "stray", "bench-node", e->time, seq, bench::stray_fields(seq));
   return e;
 }
 

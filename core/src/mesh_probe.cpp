@@ -1,10 +1,9 @@
 #include "zctl/core/probe.hpp"
+#include "report_json.hpp"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
 
 #include <algorithm>
 #include <array>
@@ -496,36 +495,17 @@ void ProbeSession::finish() {
 
 // ---- JSON ---------------------------------------------------------------------
 
-using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
-
-void json_key(JsonWriter& w, std::string_view key) { w.Key(key.data(), static_cast<rapidjson::SizeType>(key.size())); }
-void json_string(JsonWriter& w, std::string_view value) {
-  w.String(value.data(), static_cast<rapidjson::SizeType>(value.size()));
-}
-void json_ms(JsonWriter& w, ProbeDuration d) { w.Double(static_cast<double>(d.count()) / 1000.0); }
+using JsonWriter = report_json::Writer;
+constexpr auto json_key = report_json::key;
+constexpr auto json_string = report_json::string;
+constexpr auto json_summary = report_json::summary;
+void json_ms(JsonWriter& w, ProbeDuration d) { report_json::ms(w, d); }
 void json_ms(JsonWriter& w, std::chrono::milliseconds d) { w.Uint64(static_cast<uint64_t>(d.count())); }
 void json_counts(JsonWriter& w, const std::map<std::string, size_t>& counts) {
   w.StartObject();
   for (const auto& [key, count] : counts) {
     json_key(w, key);
     w.Uint64(count);
-  }
-  w.EndObject();
-}
-
-void json_summary(JsonWriter& w, const DurationSummary& s) {
-  w.StartObject();
-  json_key(w, "count");
-  w.Uint64(s.count);
-  if (s.count > 0) {
-    json_key(w, "minMs");
-    json_ms(w, s.min);
-    json_key(w, "p50Ms");
-    json_ms(w, s.p50);
-    json_key(w, "p99Ms");
-    json_ms(w, s.p99);
-    json_key(w, "maxMs");
-    json_ms(w, s.max);
   }
   w.EndObject();
 }

@@ -294,11 +294,15 @@ const char* SinkSpool::read_bytes(uint64_t pos, uint64_t len) {
   return buffer_.data();
 }
 
+std::deque<SinkSpool::Record>::const_iterator SinkSpool::resident_at(uint64_t pos) const {
+  const auto it = std::lower_bound(resident_.begin(), resident_.end(), pos,
+                                   [](const Record& r, uint64_t p) { return r.end <= p; });
+  return it != resident_.end() && it->end - record_size(*it->event) == pos ? it : resident_.end();
+}
+
 bool SinkSpool::read_record(uint64_t pos, Record& out, std::string* problem) {
   // This process's own appends are still in memory.
-  auto resident = std::lower_bound(resident_.begin(), resident_.end(), pos,
-                                   [](const Record& r, uint64_t p) { return r.end <= p; });
-  if (resident != resident_.end() && resident->end - record_size(*resident->event) == pos) {
+  if (const auto resident = resident_at(pos); resident != resident_.end()) {
     out = *resident;
     return true;
   }
@@ -415,9 +419,7 @@ std::deque<EventPtr> SinkSpool::take_batch(size_t max) {
   uint64_t pos = committed_;
   while (batch.size() < max && pos < tail_) {
     // A run of this process's own appends: walk them in memory.
-    auto resident = std::lower_bound(resident_.begin(), resident_.end(), pos,
-                                     [](const Record& r, uint64_t p) { return r.end <= p; });
-    if (resident != resident_.end() && resident->end - record_size(*resident->event) == pos) {
+    if (auto resident = resident_at(pos); resident != resident_.end()) {
       for (; resident != resident_.end() && batch.size() < max; ++resident) {
         batch.push_back(resident->event);
         pos = resident->end;

@@ -92,6 +92,8 @@ class SinkSpool {
   };
 
   void recover();
+  // The record this process appended at `pos`, if it is still in memory.
+  std::deque<Record>::const_iterator resident_at(uint64_t pos) const;
   bool read_record(uint64_t pos, Record& out, std::string* problem);
   const char* read_bytes(uint64_t pos, uint64_t len);
   std::map<uint64_t, Segment>::iterator segment_at(uint64_t pos);

@@ -1,7 +1,6 @@
 #include "zctl/core/sink_test.hpp"
+#include "report_json.hpp"
 
-#include <rapidjson/stringbuffer.h>
-#include <rapidjson/writer.h>
 
 #include <stdlib.h>
 
@@ -262,19 +261,10 @@ SinkTestReport run_sink_test(const SinkConfig& configured, const PluginHost& plu
 
 // ---- JSON ----------------------------------------------------------------------
 
-namespace {
-
-using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
-
-void key(JsonWriter& w, std::string_view k) { w.Key(k.data(), static_cast<rapidjson::SizeType>(k.size())); }
-void string(JsonWriter& w, std::string_view v) { w.String(v.data(), static_cast<rapidjson::SizeType>(v.size())); }
-void ms(JsonWriter& w, ProbeDuration d) { w.Double(static_cast<double>(d.count()) / 1000.0); }
-
-}  // namespace
-
 std::string sink_test_report_json(const SinkTestReport& r) {
+  using namespace report_json;
   rapidjson::StringBuffer buffer;
-  JsonWriter w(buffer);
+  Writer w(buffer);
   w.StartObject();
   key(w, "sink");
   string(w, r.sink);
@@ -309,20 +299,7 @@ std::string sink_test_report_json(const SinkTestReport& r) {
   key(w, "eventsPerSecond");
   w.Double(std::round(r.events_per_second * 10) / 10);
   key(w, "latency");
-  w.StartObject();
-  key(w, "count");
-  w.Uint64(r.latency.count);
-  if (r.latency.count > 0) {
-    key(w, "minMs");
-    ms(w, r.latency.min);
-    key(w, "p50Ms");
-    ms(w, r.latency.p50);
-    key(w, "p99Ms");
-    ms(w, r.latency.p99);
-    key(w, "maxMs");
-    ms(w, r.latency.max);
-  }
-  w.EndObject();
+  summary(w, r.latency);
   key(w, "up");
   w.Bool(r.up);
   key(w, "downReason");

@@ -1,6 +1,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 
@@ -17,6 +18,15 @@ std::string executable_dir() {
 
 bool stdout_is_terminal() { return ::isatty(STDOUT_FILENO) == 1; }
 
+std::optional<std::string> read_token_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::string token;
+  std::getline(in, token);
+  if (!token.empty() && token.back() == '\r') token.pop_back();
+  return token;
+}
+
 int run(int argc, char** argv) {
   CLI::App app{"zctl - run and observe a cluster of control-plane controller nodes", "zctl"};
   app.footer(
@@ -25,6 +35,7 @@ int run(int argc, char** argv) {
       "  zctl serve --config /etc/zctl/zctl.yaml     node from a config file\n"
       "  zctl watch --type 'state.*'                 follow cluster state events\n"
       "  zctl probe 127.0.0.1:6262 --mode hello      check that the node closes a stalled handshake\n"
+      "  zctl cluster list                           members, leader and connectivity\n"
       "  zctl config check /etc/zctl/zctl.yaml       validate a config\n"
       "  zctl plugins list                           show the sink plugins found\n"
       "  zctl sink test events                       send test events through the sink 'events'\n\n"
@@ -51,6 +62,7 @@ int run(int argc, char** argv) {
   add(register_serve);
   add(register_watch);
   add(register_probe);
+  add(register_cluster);
   add(register_plugins);
   add(register_sink);
   add(register_config);

@@ -15,6 +15,8 @@ struct ServeOptions {
   std::string mesh;
   std::string raft;
   std::string join_token_file;
+  bool bootstrap = false;
+  std::vector<std::string> join;
 };
 
 // Config file (or the embedded default) + flags + derived defaults.
@@ -35,6 +37,14 @@ std::vector<std::string> build_config(const ServeOptions& o, Config& out) {
   if (!o.mesh.empty()) config.mesh.listen = o.mesh;
   if (!o.raft.empty()) config.cluster.raft_listen = o.raft;
   if (!o.join_token_file.empty()) config.mesh.join_token_file = o.join_token_file;
+  if (o.bootstrap) {
+    config.cluster.bootstrap = true;
+    config.cluster.join.clear();
+  }
+  if (!o.join.empty()) {
+    config.cluster.join = o.join;
+    config.cluster.bootstrap = false;
+  }
   resolve_defaults(config, executable_dir());
   out = std::move(config);
   return {};
@@ -84,6 +94,8 @@ Runner register_serve(CLI::App& app) {
       "  zctl serve\n"
       "  zctl serve --id ctrl1 --data-dir /var/lib/zctl/ctrl1 --admin 127.0.0.1:6280\n"
       "  zctl serve --mesh 0.0.0.0:6262 --join-token-file /etc/zctl/join-token\n"
+      "  zctl serve --id ctrl2 --mesh 10.0.0.2:6262 --raft 10.0.0.2:6263 --join 10.0.0.1:6262 \\\n"
+      "             --join-token-file /etc/zctl/join-token\n"
       "  zctl serve --config /etc/zctl/zctl.yaml\n\n"
       "Signals: SIGINT/SIGTERM stop cleanly (queued sink events are drained for up to 5 s);\n"
       "SIGHUP re-reads the config's sinks and reopens files. See zctl-serve(1).");
@@ -93,6 +105,13 @@ Runner register_serve(CLI::App& app) {
   cmd->add_option("--admin", o->admin, "Admin API listen address HOST:PORT (default 127.0.0.1:6280; port 0 = any)");
   cmd->add_option("--mesh", o->mesh, "Mesh port listen address HOST:PORT (default 127.0.0.1:6262; port 0 = any)");
   cmd->add_option("--raft", o->raft, "Raft transport address, an IPv4 HOST:PORT (default 127.0.0.1:6263)");
+  auto* bootstrap = cmd->add_flag("--bootstrap", o->bootstrap,
+                                  "Start a new cluster with this node as its only voter (the default when no join "
+                                  "target is configured; a restart reuses the data dir either way)");
+  cmd->add_option("--join", o->join,
+                  "Join an existing cluster through this member's mesh port HOST:PORT (repeatable; the leader adds "
+                  "this node, a follower redirects to it)")
+      ->excludes(bootstrap);
   cmd->add_option("--join-token-file", o->join_token_file, "File holding the cluster's join token (mesh.join_token_file)")
       ->check(CLI::ExistingFile);
   return [o] { return run_serve(*o); };

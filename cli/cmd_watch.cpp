@@ -1,6 +1,5 @@
 #include <unistd.h>
 
-#include <fstream>
 #include <iostream>
 
 #include "commands.hpp"
@@ -27,12 +26,12 @@ int run_watch(const WatchOptions& o) {
   options.types = o.types;
   options.since = o.since;
   if (!o.token_file.empty()) {
-    std::ifstream in(o.token_file);
-    if (!in) {
+    auto token = read_token_file(o.token_file);
+    if (!token) {
       std::cerr << "zctl watch: cannot read token file " << o.token_file << "\n";
       return kExitUsage;
     }
-    std::getline(in, options.bearer_token);
+    options.bearer_token = std::move(*token);
   }
   std::unique_ptr<EventStreamClient> client;
   try {

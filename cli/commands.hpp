@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -14,6 +15,7 @@ namespace zctl::cli {
 enum ExitCode : int {
   kExitOk = 0,
   kExitCheckFailed = 1,  // probe verdict, config invalid
+  kExitRefused = 1,      // the node refused the request (zctl cluster)
   kExitUsage = 2,
   kExitUnreachable = 3,  // cannot reach the node
   kExitRuntime = 4,
@@ -25,6 +27,7 @@ using Runner = std::function<int()>;
 Runner register_serve(CLI::App& app);
 Runner register_watch(CLI::App& app);
 Runner register_probe(CLI::App& app);
+Runner register_cluster(CLI::App& app);
 Runner register_plugins(CLI::App& app);
 Runner register_sink(CLI::App& app);
 Runner register_config(CLI::App& app);
@@ -39,5 +42,8 @@ std::string executable_dir();
 std::string_view completion_script(std::string_view shell);
 // True when stdout is a terminal (colours, table output by default).
 bool stdout_is_terminal();
+// The admin API bearer token of --token-file: the file's first line, without
+// a trailing '\r'. nullopt when the file cannot be read.
+std::optional<std::string> read_token_file(const std::string& path);
 
 }  // namespace zctl::cli

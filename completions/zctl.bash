@@ -16,6 +16,8 @@ _zctl_options_with_value() {
         probe) echo '--mode --connections --concurrency --expect-grace --tolerance --timeout -o --output --node-id --cluster-id --token-file --raft-addr --ca-file --cert-file --key-file --server-name --seed' ;;
         'plugins list') echo '-c --config' ;;
         'sink test') echo '-c --config --id --data-dir --count --timeout -o --output' ;;
+        'cluster list' | 'cluster add' | 'cluster remove' | 'cluster transfer-leadership')
+            echo '--node --token-file -o --output' ;;
     esac
 }
 
@@ -28,6 +30,8 @@ _zctl_options() {
         probe) echo '--help --mode --connections --concurrency --expect-grace --tolerance --timeout --output --node-id --cluster-id --token-file --raft-addr --tls --ca-file --cert-file --key-file --server-name --insecure --seed --log-level --log-format' ;;
         'plugins list') echo '--help --config --log-level --log-format' ;;
         'sink test') echo '--help --config --id --data-dir --count --timeout --output --log-level --log-format' ;;
+        'cluster list' | 'cluster add' | 'cluster remove' | 'cluster transfer-leadership')
+            echo '--help --node --token-file --output --log-level --log-format' ;;
         *) echo '--help --log-level --log-format' ;;
     esac
 }
@@ -98,7 +102,8 @@ _zctl() {
             fi
         elif [[ $w != '=' ]]; then
             case "$path:$w" in
-                :serve | :watch | :probe | :plugins | :sink | :config | :completion | :version) path=$w ;;
+                :serve | :watch | :probe | :cluster | :plugins | :sink | :config | :completion | :version) path=$w ;;
+                cluster:list | cluster:add | cluster:remove | cluster:transfer-leadership) path="cluster $w" ;;
                 plugins:list | plugins:info) path="plugins $w" ;;
                 sink:test) path="sink $w" ;;
                 config:check) path="config $w" ;;
@@ -136,7 +141,9 @@ _zctl() {
 
     case $path in
         '')
-            COMPREPLY=($(compgen -W 'serve watch probe plugins sink config completion version' -- "$cur")) ;;
+            COMPREPLY=($(compgen -W 'serve watch probe cluster plugins sink config completion version' -- "$cur")) ;;
+        cluster)
+            COMPREPLY=($(compgen -W 'list add remove transfer-leadership' -- "$cur")) ;;
         plugins)
             COMPREPLY=($(compgen -W 'list info' -- "$cur")) ;;
         sink)
@@ -147,10 +154,10 @@ _zctl() {
             (( npos == 0 )) && COMPREPLY=($(compgen -W 'bash zsh fish' -- "$cur")) ;;
         'plugins info' | 'config check')
             (( npos == 0 )) && _zctl_files "$cur" ;;
-        'sink test')
-            # NAME is a sink of the config: nothing to offer for it.
+        'sink test' | 'cluster add' | 'cluster remove')
+            # NAME (a sink of the config) or ID (a node id): nothing to offer for it.
             (( npos > 0 )) && COMPREPLY=($(compgen -W "$(_zctl_options "$path")" -- "$cur")) ;;
-        serve | watch | probe | 'plugins list')
+        serve | watch | probe | 'plugins list' | 'cluster list' | 'cluster transfer-leadership')
             COMPREPLY=($(compgen -W "$(_zctl_options "$path")" -- "$cur")) ;;
     esac
     return 0

@@ -25,8 +25,10 @@ function __zctl_at
                 # a flag, or --option=value
             case '*'
                 switch "$path:$w"
-                    case :serve :watch :probe :plugins :sink :config :completion :version
+                    case :serve :watch :probe :cluster :plugins :sink :config :completion :version
                         set path $w
+                    case cluster:list cluster:add cluster:remove cluster:transfer-leadership
+                        set path "cluster $w"
                     case plugins:list plugins:info
                         set path "plugins $w"
                     case sink:test
@@ -56,6 +58,7 @@ complete -c zctl -l log-format -x -a 'text json' -d 'Log format on stderr'
 complete -c zctl -n '__zctl_at ""' -a serve -d 'Run a controller node'
 complete -c zctl -n '__zctl_at ""' -a watch -d 'Stream events from a node'
 complete -c zctl -n '__zctl_at ""' -a probe -d 'Test how a node treats mesh connections that stop early'
+complete -c zctl -n '__zctl_at ""' -a cluster -d 'Show and change the members of the cluster'
 complete -c zctl -n '__zctl_at ""' -a plugins -d 'List and inspect sink plugins'
 complete -c zctl -n '__zctl_at ""' -a sink -d 'Send test events through a configured sink'
 complete -c zctl -n '__zctl_at ""' -a config -d 'Work with configuration files'
@@ -103,6 +106,29 @@ complete -c zctl -n '__zctl_at probe' -l key-file -r -F -d 'Private key of the c
 complete -c zctl -n '__zctl_at probe' -l server-name -x -d 'Name sent as SNI and verified'
 complete -c zctl -n '__zctl_at probe' -l insecure -d 'Do not verify the node certificate'
 complete -c zctl -n '__zctl_at probe' -l seed -x -d 'Seed of the garbage bytes'
+
+# zctl cluster
+complete -c zctl -n '__zctl_at cluster' -s h -l help -d 'Print help and exit'
+complete -c zctl -n '__zctl_at cluster' -a list -d 'Show state, term, leader, members and connectivity'
+complete -c zctl -n '__zctl_at cluster' -a add -d 'Authorize a node id to join through the mesh'
+complete -c zctl -n '__zctl_at cluster' -a remove -d 'Remove a member from the cluster'
+complete -c zctl -n '__zctl_at cluster' -a transfer-leadership -d 'Hand leadership to another voter'
+complete -c zctl -n '__zctl_at "cluster list"' -s h -l help -d 'Print help and exit'
+complete -c zctl -n '__zctl_at "cluster list"' -l node -x -a 'http://127.0.0.1:6280' -d 'Admin API URL of the node to ask'
+complete -c zctl -n '__zctl_at "cluster list"' -l token-file -r -F -d 'File holding the admin API bearer token'
+complete -c zctl -n '__zctl_at "cluster list"' -s o -l output -x -a 'table json' -d 'Output format'
+complete -c zctl -n '__zctl_at "cluster add"' -s h -l help -d 'Print help and exit'
+complete -c zctl -n '__zctl_at "cluster add"' -l node -x -a 'http://127.0.0.1:6280' -d 'Admin API URL of the node to ask'
+complete -c zctl -n '__zctl_at "cluster add"' -l token-file -r -F -d 'File holding the admin API bearer token'
+complete -c zctl -n '__zctl_at "cluster add"' -s o -l output -x -a 'table json' -d 'Output format'
+complete -c zctl -n '__zctl_at "cluster remove"' -s h -l help -d 'Print help and exit'
+complete -c zctl -n '__zctl_at "cluster remove"' -l node -x -a 'http://127.0.0.1:6280' -d 'Admin API URL of the node to ask'
+complete -c zctl -n '__zctl_at "cluster remove"' -l token-file -r -F -d 'File holding the admin API bearer token'
+complete -c zctl -n '__zctl_at "cluster remove"' -s o -l output -x -a 'table json' -d 'Output format'
+complete -c zctl -n '__zctl_at "cluster transfer-leadership"' -s h -l help -d 'Print help and exit'
+complete -c zctl -n '__zctl_at "cluster transfer-leadership"' -l node -x -a 'http://127.0.0.1:6280' -d 'Admin API URL of the node to ask'
+complete -c zctl -n '__zctl_at "cluster transfer-leadership"' -l token-file -r -F -d 'File holding the admin API bearer token'
+complete -c zctl -n '__zctl_at "cluster transfer-leadership"' -s o -l output -x -a 'table json' -d 'Output format'
 
 # zctl plugins
 complete -c zctl -n '__zctl_at plugins' -s h -l help -d 'Print help and exit'

@@ -14,6 +14,12 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <rapidjson/document.h>
+
+#include <variant>
+
+#include "cluster_engine.hpp"
+#include "zctl/core/config.hpp"
 #include "zctl/core/detail/json_text.hpp"
 #include "net_address.hpp"
 #include "event_filter.hpp"
@@ -156,6 +162,8 @@ EventStreamQuery parse_event_stream_query(std::string_view target, std::string_v
   return q;
 }
 
+struct ClusterCall;
+
 struct AdminServer::Session : std::enable_shared_from_this<AdminServer::Session> {
   Session(AdminServer& owner, tcp::socket socket) : server(owner), stream(std::move(socket)) {}
 
@@ -163,6 +171,9 @@ struct AdminServer::Session : std::enable_shared_from_this<AdminServer::Session>
   asio::awaitable<void> serve_events(const Request& req);
   std::optional<Response> refuse_unauthorized(const Request& req) const;
   Response handle(const Request& req);
+  std::variant<Response, ClusterCall> parse_cluster_request(const Request& req, std::string_view path);
+  asio::awaitable<std::optional<ClusterReply>> call_cluster(ClusterCall call);
+  Response cluster_response(const Request& req, const ClusterCall& call, const std::optional<ClusterReply>& answer);
 
   AdminServer& server;
   beast::tcp_stream stream;
@@ -174,6 +185,61 @@ AdminServer::AdminServer(asio::io_context& io, Journal& journal, MetricsRegistry
       bearer_token_(std::move(bearer_token)), acceptor_(io), accept_retry_(io) {}
 
 AdminServer::~AdminServer() = default;
+
+void AdminServer::attach_cluster(ClusterEngine& cluster, std::function<bool(const std::string&)> connected) {
+  cluster_ = &cluster;
+  peer_connected_ = std::move(connected);
+}
+
+std::string cluster_view_json(const ClusterView& view, const std::function<bool(const std::string&)>& connected) {
+  std::string body = "{\"id\":";
+  json::append_string(body, view.node_id);
+  body += ",\"state\":";
+  json::append_string(body, view.state);
+  body += ",\"term\":" + std::to_string(view.status.term) +
+          ",\"commitIndex\":" + std::to_string(view.status.commit_index) +
+          ",\"configurationIndex\":" + std::to_string(view.configuration_index) +
+          (view.status.has_leader ? ",\"hasLeader\":true" : ",\"hasLeader\":false") + ",\"leaderId\":";
+  if (view.status.has_leader) {
+    json::append_string(body, view.status.leader_id);
+  } else {
+    body += "null";
+  }
+  const std::string contact = std::to_string(view.last_contact_seconds);
+  body += ",\"lastContactSeconds\":" + contact + ",\"members\":[";
+  bool first = true;
+  for (const auto& m : view.members) {
+    if (!std::exchange(first, false)) body += ',';
+    const bool self = m.id == view.node_id;
+    body += "{\"id\":";
+    json::append_string(body, m.id);
+    body += ",\"raftAddr\":";
+    json::append_string(body, m.raft_addr);
+    body += ",\"meshAddr\":";
+    json::append_string(body, m.mesh_addr);
+    body += ",\"adminAddr\":";
+    json::append_string(body, m.admin_addr);
+    body += ",\"role\":";
+    json::append_string(body, m.role);
+    body += m.role == "voter" ? ",\"voter\":true" : ",\"voter\":false";
+    body += m.leader ? ",\"leader\":true" : ",\"leader\":false";
+    body += ",\"connected\":";
+    body += self ? "null" : (connected && connected(m.id) ? "true" : "false");
+    // raft tells a follower when it last heard from the leader, and nothing
+    // about the other members.
+    body += ",\"lastContactSeconds\":";
+    body += (m.leader && !self && view.state == "follower") ? contact : "null";
+    body += "}";
+  }
+  body += "],\"authorized\":[";
+  first = true;
+  for (const auto& id : view.authorized) {
+    if (!std::exchange(first, false)) body += ',';
+    json::append_string(body, id);
+  }
+  body += "]}";
+  return body;
+}
 
 void AdminServer::listen(const std::string& address) {
   const tcp::endpoint endpoint = resolve_listen_address(address);
@@ -297,7 +363,189 @@ Response AdminServer::Session::handle(const Request& req) {
     return json_response(req, http::status::ok, std::move(body));
   }
   return error_response(req, http::status::not_found, "not_found",
-                        "no such endpoint; see zctl-serve(1) for /healthz, /readyz, /metrics, /v1/events, /v1/sinks");
+                        "no such endpoint; see zctl-serve(1) for /healthz, /readyz, /metrics, /v1/events, /v1/sinks, /v1/cluster");
+}
+
+namespace {
+
+http::status status_of(ClusterReply::Code code) {
+  switch (code) {
+    case ClusterReply::Code::ok:
+      return http::status::ok;
+    case ClusterReply::Code::not_leader:
+      return http::status::temporary_redirect;
+    case ClusterReply::Code::no_leader:
+      return http::status::service_unavailable;
+    case ClusterReply::Code::not_member:
+      return http::status::not_found;
+    case ClusterReply::Code::invalid:
+      return http::status::conflict;
+    case ClusterReply::Code::busy:
+      return http::status::too_many_requests;
+    case ClusterReply::Code::failed:
+      break;
+  }
+  return http::status::internal_server_error;
+}
+
+const char* error_of(ClusterReply::Code code) {
+  switch (code) {
+    case ClusterReply::Code::not_leader:
+      return "not_leader";
+    case ClusterReply::Code::no_leader:
+      return "no_leader";
+    case ClusterReply::Code::not_member:
+      return "not_member";
+    case ClusterReply::Code::invalid:
+      return "conflict";
+    case ClusterReply::Code::busy:
+      return "busy";
+    default:
+      return "failed";
+  }
+}
+
+// The "id" of a JSON body like {"id":"ctrl4"}; nullopt when the body is not
+// such an object; "" when it has no id.
+std::optional<std::string> id_in_body(const std::string& body) {
+  if (body.find_first_not_of(" \t\r\n") == std::string::npos) return std::string();
+  rapidjson::Document doc;
+  doc.Parse(body.c_str(), body.size());
+  if (doc.HasParseError() || !doc.IsObject()) return std::nullopt;
+  const auto it = doc.FindMember("id");
+  if (it == doc.MemberEnd() || it->value.IsNull()) return std::string();
+  if (!it->value.IsString()) return std::nullopt;
+  return std::string(it->value.GetString(), it->value.GetStringLength());
+}
+
+constexpr auto kClusterRequestTimeout = std::chrono::seconds(30);
+
+}  // namespace
+
+// A membership call to make: which, and about which node.
+struct ClusterCall {
+  enum class Kind { add, remove, transfer } kind = Kind::add;
+  std::string id;
+};
+
+// GET /v1/cluster, or the call a request asks for, or the error answer.
+std::variant<Response, ClusterCall> AdminServer::Session::parse_cluster_request(const Request& req,
+                                                                               std::string_view path) {
+  if (path == "/v1/cluster") {
+    if (req.method() != http::verb::get) {
+      return error_response(req, http::status::method_not_allowed, "method_not_allowed", "use GET");
+    }
+    return json_response(req, http::status::ok, cluster_view_json(server.cluster_->view(), server.peer_connected_));
+  }
+  constexpr std::string_view kMembers = "/v1/cluster/members";
+  ClusterCall call;
+  if (path == kMembers && req.method() == http::verb::post) {
+    call.kind = ClusterCall::Kind::add;
+  } else if (path.substr(0, kMembers.size() + 1) == std::string(kMembers) + "/" && req.method() == http::verb::delete_) {
+    call.kind = ClusterCall::Kind::remove;
+    call.id = std::string(path.substr(kMembers.size() + 1));
+  } else if (path == "/v1/cluster/transfer-leadership" && req.method() == http::verb::post) {
+    call.kind = ClusterCall::Kind::transfer;
+  } else if (path.substr(0, kMembers.size()) == kMembers || path == "/v1/cluster/transfer-leadership") {
+    return error_response(req, http::status::method_not_allowed, "method_not_allowed",
+                          "use POST /v1/cluster/members, DELETE /v1/cluster/members/{id} or POST "
+                          "/v1/cluster/transfer-leadership");
+  } else {
+    return error_response(req, http::status::not_found, "not_found",
+                          "no such endpoint; see zctl-serve(1) for /v1/cluster and its members");
+  }
+  if (call.kind != ClusterCall::Kind::remove) {
+    const auto body_id = id_in_body(req.body());
+    if (!body_id) {
+      return error_response(req, http::status::bad_request, "bad_request",
+                            "the body must be a JSON object such as {\"id\":\"ctrl4\"}");
+    }
+    call.id = *body_id;
+  }
+  if ((call.kind != ClusterCall::Kind::transfer || !call.id.empty()) && !is_node_id(call.id)) {
+    return error_response(req, http::status::bad_request, "bad_request",
+                          call.id.empty() ? "a node id is required"
+                                          : "invalid node id: use 1 to 64 letters, digits, '_' and '-'");
+  }
+  return call;
+}
+
+// Membership calls complete on the raft loop thread; the answer is posted
+// back here and wakes the session through a cancelled timer. (GCC 12
+// miscompiles temporaries that live across a co_await, so this coroutine
+// only waits; building the response is cluster_response()'s.)
+asio::awaitable<std::optional<ClusterReply>> AdminServer::Session::call_cluster(ClusterCall call) {
+  auto answer = std::make_shared<std::optional<ClusterReply>>();
+  auto woken = std::make_shared<asio::steady_timer>(server.io_, kClusterRequestTimeout);
+  ClusterEngine::ReplyCallback done = [answer, woken, &io = server.io_](ClusterReply reply) {
+    asio::post(io, [answer, woken, reply = std::move(reply)]() mutable {
+      *answer = std::move(reply);
+      woken->cancel();
+    });
+  };
+  switch (call.kind) {
+    case ClusterCall::Kind::add:
+      server.cluster_->authorize(call.id, done);
+      break;
+    case ClusterCall::Kind::remove:
+      server.cluster_->remove(call.id, done);
+      break;
+    case ClusterCall::Kind::transfer:
+      server.cluster_->transfer_leadership(call.id, done);
+      break;
+  }
+  boost::system::error_code ec;
+  co_await woken->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  std::optional<ClusterReply> result = *answer;
+  co_return result;
+}
+
+Response AdminServer::Session::cluster_response(const Request& req, const ClusterCall& call,
+                                                const std::optional<ClusterReply>& answer) {
+  if (!answer) {
+    return error_response(req, http::status::gateway_timeout, "timeout",
+                          "the cluster did not answer within 30 s; check zctl cluster list");
+  }
+  const ClusterReply& reply = *answer;
+  if (reply.code == ClusterReply::Code::ok) {
+    std::string body;
+    switch (call.kind) {
+      case ClusterCall::Kind::add:
+        body = "{\"authorized\":";
+        json::append_string(body, reply.value);
+        body += "}";
+        break;
+      case ClusterCall::Kind::remove:
+        body = "{\"removed\":";
+        json::append_string(body, reply.value);
+        body += ",\"index\":" + std::to_string(reply.index) + "}";
+        break;
+      case ClusterCall::Kind::transfer:
+        body = "{\"leaderId\":";
+        json::append_string(body, reply.value);
+        body += "}";
+        break;
+    }
+    return json_response(req, http::status::ok, std::move(body));
+  }
+  if (reply.code == ClusterReply::Code::not_leader && reply.leader_admin.empty()) {
+    return error_response(req, http::status::service_unavailable, "not_leader",
+                          reply.detail + "; its admin address is not known yet, retry shortly");
+  }
+  std::string body = "{\"error\":";
+  json::append_string(body, error_of(reply.code));
+  body += ",\"detail\":";
+  json::append_string(body, reply.detail);
+  if (!reply.leader_id.empty()) {
+    body += ",\"leaderId\":";
+    json::append_string(body, reply.leader_id);
+  }
+  body += "}";
+  Response res = json_response(req, status_of(reply.code), std::move(body));
+  if (reply.code == ClusterReply::Code::not_leader) {
+    res.set(http::field::location, "http://" + reply.leader_admin + std::string(req.target()));
+  }
+  return res;
 }
 
 asio::awaitable<void> AdminServer::Session::run() {
@@ -320,7 +568,22 @@ asio::awaitable<void> AdminServer::Session::run() {
         }
         break;
       }
-      Response res = handle(req);
+      const std::string_view path = target.substr(0, target.find('?'));
+      bool cluster_path = path.substr(0, 11) == "/v1/cluster" && server.cluster_ != nullptr;
+      if (cluster_path && refuse_unauthorized(req).has_value()) cluster_path = false;  // handle() answers 401
+      Response res;
+      if (!cluster_path) {
+        res = handle(req);
+      } else {
+        auto parsed = parse_cluster_request(req, path);
+        if (std::holds_alternative<Response>(parsed)) {
+          res = std::move(std::get<Response>(parsed));
+        } else {
+          const ClusterCall call = std::get<ClusterCall>(parsed);
+          const std::optional<ClusterReply> answer = co_await call_cluster(call);
+          res = cluster_response(req, call, answer);
+        }
+      }
       const bool keep_alive = res.keep_alive();
       co_await http::async_write(stream, res, asio::use_awaitable);
       if (!keep_alive) break;

@@ -26,6 +26,8 @@
 
 namespace zctl {
 
+class ClusterEngine;
+struct ClusterView;
 class Journal;
 class MetricsRegistry;
 class SinkHost;
@@ -46,6 +48,10 @@ class AdminServer : public EventConsumer {
   void listen(const std::string& address);
   std::string local_address() const;  // "127.0.0.1:6280", after listen()
 
+  // Serves /v1/cluster from `cluster`; `connected` says whether a mesh
+  // session with a member is up (any thread). Before the first request.
+  void attach_cluster(ClusterEngine& cluster, std::function<bool(const std::string&)> connected);
+
   void consume(const EventPtr& event) override;
   void stop();
 
@@ -61,6 +67,8 @@ class AdminServer : public EventConsumer {
   const SinkHost& sinks_;
   std::function<Readiness()> readiness_;
   std::string bearer_token_;
+  ClusterEngine* cluster_ = nullptr;
+  std::function<bool(const std::string&)> peer_connected_;
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::steady_timer accept_retry_;
   std::atomic<bool> wake_posted_{false};
@@ -80,5 +88,8 @@ struct EventStreamQuery {
 };
 EventStreamQuery parse_event_stream_query(std::string_view target, std::string_view last_event_id);
 std::string url_decode(std::string_view text);
+
+// GET /v1/cluster's body for `view`; `connected` as in attach_cluster().
+std::string cluster_view_json(const ClusterView& view, const std::function<bool(const std::string&)>& connected);
 
 }  // namespace zctl

@@ -712,12 +712,6 @@ bool is_sink_name(std::string_view name) {
   });
 }
 
-bool is_node_id(std::string_view id) {
-  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
-    return is_alnum(c) || c == '_' || c == '-';
-  });
-}
-
 // Node and cluster ids travel in mesh frames, file names and metric labels.
 bool read_id(ConfigReader& r, const Item& item, std::string& out, std::string_view what) {
   std::string id;
@@ -1007,6 +1001,12 @@ std::string json_object_with_path(const std::string& path) {
 }
 
 }  // namespace
+
+bool is_node_id(std::string_view id) {
+  return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
+}
 
 // ---------------------------------------------------------------------------
 // Public API

@@ -8,7 +8,9 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -19,7 +21,9 @@
 #include "admin_server.hpp"
 #include "cluster_engine.hpp"
 #include "membership.hpp"
+#include "mesh_dialer.hpp"
 #include "mesh_server.hpp"
+#include "peer_sessions.hpp"
 #include "service_notify.hpp"
 #include "zctl/core/event_bus.hpp"
 #include "zctl/core/journal.hpp"
@@ -113,17 +117,20 @@ struct Engine::Services {
   std::unique_ptr<PluginHost> plugins;
   std::unique_ptr<SinkHost> sinks;
   std::unique_ptr<AdminServer> admin;
+  std::unique_ptr<PeerSessions> peers;
+  std::unique_ptr<MeshDialer> dialer;
   std::unique_ptr<ClusterEngine> cluster;
   bool ready_notified = false;  // io thread
   std::unique_ptr<MembershipAuthority> membership;
   std::unique_ptr<MeshServer> mesh;
   bool sinks_attached = false;
   bool admin_attached = false;
+  std::string advertised_mesh;   // set before the cluster starts, then read-only
+  std::string advertised_admin;
 
   void start();
-  void start_cluster();
+  void start_cluster_and_mesh();
   void notify_ready_once();
-  void start_mesh();
   void stop_mesh();
   void begin_shutdown(std::string_view reason);
   void finish_shutdown();
@@ -140,6 +147,9 @@ struct Engine::Services {
 };
 
 void Engine::Services::start() {
+  // A peer that went away must be an error on the write (libuv, under raft,
+  // writes with write(2)), not SIGPIPE ending the node.
+  std::signal(SIGPIPE, SIG_IGN);
   std::error_code ec;
   std::filesystem::create_directories(config.node.data_dir, ec);
   if (ec) {
@@ -190,8 +200,7 @@ void Engine::Services::start() {
   bus->attach(admin.get());
   admin_attached = true;
 
-  start_cluster();
-  start_mesh();
+  start_cluster_and_mesh();
 
   info.node_id = config.node.id;
   info.data_dir = config.node.data_dir;
@@ -226,46 +235,72 @@ void Engine::Services::notify_ready_once() {
                (c.has_leader ? "leader " + c.leader_id : std::string("no leader")));
 }
 
-void Engine::Services::start_cluster() {
-  if (!config.cluster.join.empty()) {
-    throw StartupError(kExitConfig, "cluster.join: joining an existing cluster is not part of this build; "
-                                    "remove it to run a single-node cluster");
-  }
-  ClusterSettings settings;
-  settings.node_id = config.node.id;
-  settings.raft_address = config.cluster.raft_listen;
-  settings.data_dir = config.node.data_dir + "/raft";
-  settings.election_timeout = config.cluster.election_timeout;
-  settings.heartbeat = config.cluster.heartbeat;
-  settings.leader_stability = config.cluster.leader_stability;
-  cluster = std::make_unique<ClusterEngine>(std::move(settings), *bus, *metrics, [this] {
-    asio::post(io, [this] { notify_ready_once(); });  // from the raft loop thread
-  });
-  try {
-    cluster->start();
-  } catch (const std::exception& e) {
-    throw StartupError(kExitRuntime, std::string("cluster: ") + e.what());
-  }
-}
-
-void Engine::Services::start_mesh() {
-  MeshServerSettings settings;
-  settings.mesh = config.mesh;
-  settings.node_id = config.node.id;
-  settings.cluster_id = config.cluster.id;
+// The mesh port is bound first (its address goes into this node's member
+// record), then raft starts, then the mesh accepts peers and the dialer
+// reaches out: to the --join seeds, and to every member whose id sorts
+// after this node's (the other side of each pair dials the other way, so
+// each pair of members keeps one session).
+void Engine::Services::start_cluster_and_mesh() {
+  const bool joining = !config.cluster.join.empty();  // the config check refuses join with bootstrap
+  std::string join_token;
   if (!config.mesh.join_token_file.empty()) {
-    settings.join_token = read_token_file("mesh.join_token_file", config.mesh.join_token_file);
+    join_token = read_token_file("mesh.join_token_file", config.mesh.join_token_file);
   } else if (!config.mesh.tls.enabled()) {
     log_warn("mesh: no join_token_file and no TLS: any node that names cluster '" + config.cluster.id +
              "' may join; set mesh.join_token_file");
   }
-  settings.session_timeout = config.cluster.election_timeout;
+  peers = std::make_unique<PeerSessions>(*bus);
+
+  MeshDialerSettings dial;
+  dial.node_id = config.node.id;
+  dial.cluster_id = config.cluster.id;
+  dial.join_token = join_token;
+  dial.raft_addr = config.cluster.raft_listen;
+  dial.tls = config.mesh.tls;
+  dial.session_timeout = config.cluster.election_timeout;
+  dial.connect_timeout = config.cluster.election_timeout;
+  dial.handshake_timeout = config.mesh.stray.grace_period;
+
+  ClusterSettings settings;
+  settings.node_id = config.node.id;
+  settings.raft_address = config.cluster.raft_listen;
+  settings.data_dir = config.node.data_dir + "/raft";
+  settings.bootstrap = !joining;
+  settings.allowed_nodes = config.cluster.allowed_nodes;
+  settings.election_timeout = config.cluster.election_timeout;
   settings.heartbeat = config.cluster.heartbeat;
-  auto configured = std::make_unique<ConfiguredMembership>(
-      mesh::Member{config.node.id, config.mesh.listen, config.cluster.raft_listen, true}, config.cluster.allowed_nodes);
-  ConfiguredMembership& authority = *configured;
-  membership = std::move(configured);
-  mesh = std::make_unique<MeshServer>(std::move(settings), *bus, *metrics, authority);
+  settings.leader_stability = config.cluster.leader_stability;
+  settings.session_up = [this](const std::string& node_id) { return peers->is_up(node_id); };
+  cluster = std::make_unique<ClusterEngine>(
+      std::move(settings), *bus, *metrics,
+      [this] { asio::post(io, [this] { notify_ready_once(); }); },  // from the raft loop thread
+      [this](const std::vector<ClusterMemberView>& members) {
+        // A node restarted on new addresses dials every member until the
+        // leader has recorded them (a join carries them).
+        const auto self = std::find_if(members.begin(), members.end(),
+                                       [this](const ClusterMemberView& m) { return m.id == config.node.id; });
+        const bool outdated = self != members.end() &&
+                              (self->mesh_addr != advertised_mesh || self->admin_addr != advertised_admin);
+        std::map<std::string, std::string> targets;
+        for (const auto& m : members) {
+          if ((m.id > config.node.id || (outdated && m.id != config.node.id)) && !m.mesh_addr.empty()) {
+            targets[m.id] = m.mesh_addr;
+          }
+        }
+        dialer->set_targets(std::move(targets));
+      });
+
+  admin->attach_cluster(*cluster, [this](const std::string& node_id) { return peers->is_up(node_id); });
+
+  MeshServerSettings mesh_settings;
+  mesh_settings.mesh = config.mesh;
+  mesh_settings.node_id = config.node.id;
+  mesh_settings.cluster_id = config.cluster.id;
+  mesh_settings.join_token = join_token;
+  mesh_settings.session_timeout = config.cluster.election_timeout;
+  mesh_settings.heartbeat = config.cluster.heartbeat;
+  membership = std::make_unique<RaftMembership>(*cluster, *peers);
+  mesh = std::make_unique<MeshServer>(std::move(mesh_settings), *bus, *metrics, *membership);
   try {
     mesh->listen();
   } catch (const std::exception& e) {
@@ -273,12 +308,29 @@ void Engine::Services::start_mesh() {
                                                                                                        : kExitRuntime,
                        e.what());
   }
-  authority.set_mesh_address(mesh->local_address());
+  dial.mesh_addr = mesh->local_address();
+  dial.admin_addr = admin->local_address();
+  dialer = std::make_unique<MeshDialer>(std::move(dial), *peers);
+  advertised_mesh = mesh->local_address();
+  advertised_admin = admin->local_address();
+  cluster->advertise(advertised_mesh, advertised_admin);
+  try {
+    cluster->start();
+  } catch (const std::exception& e) {
+    throw StartupError(kExitRuntime, std::string("cluster: ") + e.what());
+  }
   mesh->start();
+  try {
+    dialer->start();
+  } catch (const std::exception& e) {
+    throw StartupError(kExitConfig, e.what());
+  }
+  if (joining) dialer->join_through(config.cluster.join);
 }
 
 // Stops accepting and closes every mesh connection; idempotent.
 void Engine::Services::stop_mesh() {
+  if (dialer) dialer->stop();
   if (mesh) mesh->stop();
 }
 
@@ -341,8 +393,10 @@ void Engine::Services::begin_shutdown(std::string_view reason) {
   stopping = true;
   notify_stopping();
   if (signals) signals->cancel();
-  stop_mesh();  // started last, stopped first: no peer traffic during the drain
+  // Raft first: a leader hands over while its mesh sessions still prove it
+  // to the others; then the mesh, so no peer traffic arrives during the drain.
   if (cluster) cluster->stop();
+  stop_mesh();
   bus->emit("node", "stopping", EventFields().add("reason", reason));
   shutdown_timer.emplace(io, kStreamFlushGrace);
   shutdown_timer->async_wait([this](const boost::system::error_code&) {
@@ -355,8 +409,8 @@ void Engine::Services::begin_shutdown(std::string_view reason) {
 void Engine::Services::finish_shutdown() {
   if (reload_thread.joinable()) reload_thread.join();
   signals.reset();
-  stop_mesh();
   if (cluster) cluster->stop();
+  stop_mesh();
   if (admin_attached) {
     bus->detach(admin.get());
     admin_attached = false;

@@ -14,6 +14,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "zctl/core/admin_http.hpp"
+
 namespace zctl {
 
 namespace asio = boost::asio;
@@ -58,44 +60,12 @@ void SseParser::line(std::string_view text, std::vector<SseMessage>& out) {
 }
 
 EventStreamClient::EventStreamClient(EventStreamOptions options) : options_(std::move(options)) {
-  std::string_view url = options_.node_url;
-  constexpr std::string_view kHttp = "http://";
-  if (url.substr(0, 8) == "https://") {
-    throw std::invalid_argument("https admin URLs are not supported by this version: " + options_.node_url);
-  }
-  if (url.substr(0, kHttp.size()) == kHttp) url.remove_prefix(kHttp.size());
-  while (!url.empty() && url.back() == '/') url.remove_suffix(1);
-  if (url.find('/') != std::string_view::npos) {
-    throw std::invalid_argument("node URL must be http://HOST:PORT, got " + options_.node_url);
-  }
-  const size_t colon = url.rfind(':');
-  if (colon == std::string_view::npos || url.back() == ']') {
-    host_ = std::string(url);
-    port_ = "6280";
-  } else {
-    host_ = std::string(url.substr(0, colon));
-    port_ = std::string(url.substr(colon + 1));
-  }
-  if (host_.size() >= 2 && host_.front() == '[') host_ = host_.substr(1, host_.size() - 2);
-  if (host_.empty() || port_.empty()) throw std::invalid_argument("node URL must be http://HOST:PORT, got " + options_.node_url);
+  AdminAddress address = parse_admin_url(options_.node_url);
+  host_ = std::move(address.host);
+  port_ = std::move(address.port);
 }
 
 namespace {
-
-std::string percent_encode(std::string_view text) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : text) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || c == '*') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
-  }
-  return out;
-}
 
 // Runs the io_context until the pending operation completes or `timeout`
 // passes, in which case the socket is closed and the operation fails.

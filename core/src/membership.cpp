@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <utility>
 
+#include "cluster_engine.hpp"
+#include "peer_sessions.hpp"
+
 namespace zctl {
 
 JoinDecision JoinDecision::accept(mesh::Accepted accepted) {
@@ -26,6 +29,18 @@ JoinDecision JoinDecision::redirect_to(mesh::Redirect redirect) {
   d.redirect = std::move(redirect);
   return d;
 }
+
+void RaftMembership::decide(const JoinRequest& request, DecisionCallback done) {
+  engine_.join(request, [this, request, done = std::move(done)](JoinDecision decision) {
+    if (decision.kind == JoinDecision::Kind::accept) {
+      const bool advertised = !request.mesh_addr.empty() && request.mesh_addr != "-";
+      peers_.opened(request.node_id, advertised ? request.mesh_addr : request.remote_addr, request.version);
+    }
+    done(std::move(decision));
+  });
+}
+
+void RaftMembership::session_ended(const std::string& node_id) { peers_.closed(node_id); }
 
 ConfiguredMembership::ConfiguredMembership(mesh::Member self, std::vector<std::string> allowed_nodes)
     : self_(std::move(self)), allowed_nodes_(std::move(allowed_nodes)) {}

@@ -24,6 +24,9 @@ struct JoinRequest {
   std::string node_id;
   std::string remote_addr;  // where the connection came from, "10.0.0.9:51234"
   std::string raft_addr;    // from the join message
+  std::string mesh_addr{};   // from the join message: where its mesh port is, "-" or "" unknown
+  std::string admin_addr{};  // from the join message: where its admin API is, "-" or "" unknown
+  unsigned version = 0;      // the negotiated protocol version
 };
 
 struct JoinDecision {
@@ -51,6 +54,24 @@ class MembershipAuthority {
 
   // A session accepted through decide() has ended.
   virtual void session_ended(const std::string& node_id) = 0;
+};
+
+class ClusterEngine;
+class PeerSessions;
+
+// RaftMembership: the cluster engine decides (a member's new session is
+// accepted at once; the leader adds a new node to the Raft configuration;
+// a follower redirects to the leader), and every accepted session is
+// counted in PeerSessions until it ends.
+class RaftMembership final : public MembershipAuthority {
+ public:
+  RaftMembership(ClusterEngine& engine, PeerSessions& peers) : engine_(engine), peers_(peers) {}
+  void decide(const JoinRequest& request, DecisionCallback done) override;
+  void session_ended(const std::string& node_id) override;
+
+ private:
+  ClusterEngine& engine_;
+  PeerSessions& peers_;
 };
 
 class ConfiguredMembership final : public MembershipAuthority {

@@ -241,7 +241,9 @@ bool decode_hello_ack(Reader& r, HelloAck& m) {
 }
 
 bool decode_join(Reader& r, Join& m) {
-  return r.text(m.raft_addr, "raft_addr", Text::address) && r.text(m.token, "token", Text::token);
+  if (!r.text(m.raft_addr, "raft_addr", Text::address) || !r.text(m.token, "token", Text::token)) return false;
+  if (r.left() == 0) return true;  // the advertised addresses are optional, and come as a pair
+  return r.text(m.mesh_addr, "mesh_addr", Text::address) && r.text(m.admin_addr, "admin_addr", Text::address);
 }
 
 // Smallest encoded member: three one-byte strings and the voter byte.
@@ -389,6 +391,9 @@ void encode_body(Writer& w, const HelloAck& m) {
 void encode_body(Writer& w, const Join& m) {
   w.text(m.raft_addr, "raft_addr", Text::address);
   w.text(m.token, "token", Text::token);
+  if (m.mesh_addr.empty() && m.admin_addr.empty()) return;
+  w.text(m.mesh_addr, "mesh_addr", Text::address);
+  w.text(m.admin_addr, "admin_addr", Text::address);
 }
 void encode_body(Writer& w, const Accepted& m) {
   w.text(m.leader_id, "leader_id", Text::id);
@@ -784,6 +789,70 @@ Message HandshakeMachine::redirect(Redirect redirect) {
   if (state_ != State::awaiting_membership) throw std::logic_error("mesh handshake: redirect() before a join");
   state_ = State::closed;
   return redirect;
+}
+
+ClientHandshake::ClientHandshake(std::string node_id, std::string cluster_id, Join join, std::string expected_peer)
+    : node_id_(std::move(node_id)), cluster_id_(std::move(cluster_id)), join_(std::move(join)),
+      expected_peer_(std::move(expected_peer)) {}
+
+std::string ClientHandshake::hello_frame() const {
+  return encode(Hello{kLowestVersion, kSupportedVersions.back(), node_id_, cluster_id_});
+}
+
+ClientStep ClientHandshake::on_message(const Message& message) {
+  ClientStep step;
+  const auto fail = [&step](std::string detail) {
+    step.kind = ClientStep::Kind::failed;
+    step.detail = std::move(detail);
+    return step;
+  };
+  switch (type_of(message)) {
+    case MessageType::hello_ack: {
+      if (version_ != 0) return fail("a second hello_ack");
+      const auto& ack = std::get<HelloAck>(message);
+      if (ack.cluster_id != cluster_id_) return fail("the node belongs to cluster '" + ack.cluster_id + "'");
+      if (!expected_peer_.empty() && ack.node_id != expected_peer_) {
+        return fail("the node is " + ack.node_id + ", not " + expected_peer_);
+      }
+      if (std::find(kSupportedVersions.begin(), kSupportedVersions.end(), ack.version) == kSupportedVersions.end()) {
+        return fail("the node chose version " + std::to_string(ack.version) + ", which this build does not speak");
+      }
+      peer_id_ = ack.node_id;
+      version_ = ack.version;
+      step.kind = ClientStep::Kind::send;
+      step.reply = encode(join_, version_);
+      return step;
+    }
+    case MessageType::accepted:
+      if (version_ == 0 || joined_) return fail("an accepted out of order");
+      joined_ = true;
+      step.kind = ClientStep::Kind::joined;
+      return step;
+    case MessageType::heartbeat:
+      if (!joined_) return fail("a heartbeat before the join was accepted");
+      step.kind = ClientStep::Kind::send;
+      step.reply = encode(HeartbeatAck{std::get<Heartbeat>(message).sequence}, version_);
+      return step;
+    case MessageType::heartbeat_ack:
+      if (!joined_) return fail("a heartbeat_ack before the join was accepted");
+      step.kind = ClientStep::Kind::alive;
+      return step;
+    case MessageType::redirect:
+      if (joined_) return fail("a redirect on a joined session");
+      step.kind = ClientStep::Kind::redirect;
+      step.redirect = std::get<Redirect>(message);
+      step.detail = "leader " + step.redirect.leader_id + " at " + step.redirect.leader_mesh_addr;
+      return step;
+    case MessageType::rejected:
+      step.kind = ClientStep::Kind::rejected;
+      step.rejected = std::get<Rejected>(message);
+      step.detail = step.rejected.reason + ": " + step.rejected.detail;
+      return step;
+    case MessageType::versions:
+      return fail("the node speaks no protocol version this build speaks");
+    default:
+      return fail("unexpected " + std::string(to_string(type_of(message))) + " from the node");
+  }
 }
 
 }  // namespace zctl::mesh

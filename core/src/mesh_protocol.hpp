@@ -100,6 +100,10 @@ struct HelloAck {  // node -> client: the negotiated version and who answered
 struct Join {  // client -> node, after hello_ack
   std::string raft_addr;
   std::string token;  // empty when the cluster has no join token
+  // Optional, sent together or not at all: where the joiner's own mesh port
+  // and admin API are reached ("-" for an unknown one).
+  std::string mesh_addr{};
+  std::string admin_addr{};
   bool operator==(const Join&) const = default;
 };
 
@@ -303,6 +307,50 @@ class HandshakeMachine {
   std::string peer_node_id_;
   std::optional<uint8_t> version_;
   Join join_;
+};
+
+// ---- the client side of the handshake -------------------------------------
+
+// What a dialling node does with one frame from the node it dialled.
+struct ClientStep {
+  enum class Kind {
+    send,      // write `reply` (join after hello_ack, heartbeat_ack), keep reading
+    joined,    // the join was accepted: the session is up (renew the idle deadline)
+    alive,     // a heartbeat_ack: renew the idle deadline
+    redirect,  // ask `redirect.leader_mesh_addr` instead; the node closes
+    rejected,  // refused with `rejected`; the node closes
+    failed,    // a protocol violation or a wrong peer: close; `detail` says why
+  };
+  Kind kind = Kind::failed;
+  std::string reply;  // send: the encoded frame
+  Redirect redirect;
+  Rejected rejected;
+  std::string detail;
+};
+
+// The dialling side: hello (sent by the caller, hello_frame()) -> hello_ack
+// -> join -> accepted | rejected | redirect, then heartbeats answered.
+// Pure: bytes out, decisions out; the caller owns the socket and deadlines.
+class ClientHandshake {
+ public:
+  // `expected_peer`: the node id the dialled address must belong to ("" any).
+  ClientHandshake(std::string node_id, std::string cluster_id, Join join, std::string expected_peer = {});
+
+  std::string hello_frame() const;
+  ClientStep on_message(const Message& message);
+
+  bool joined() const { return joined_; }
+  const std::string& peer_id() const { return peer_id_; }  // from hello_ack
+  uint8_t version() const { return version_; }           // negotiated; 0 before hello_ack
+
+ private:
+  std::string node_id_;
+  std::string cluster_id_;
+  Join join_;
+  std::string expected_peer_;
+  std::string peer_id_;
+  uint8_t version_ = 0;
+  bool joined_ = false;
 };
 
 // Picks the highest version in both [min_version, max_version] and

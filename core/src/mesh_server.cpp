@@ -674,7 +674,9 @@ void MeshConnection::decide_join() {
     return;
   }
   phase_ = Phase::deciding;
-  JoinRequest request{machine.peer_node_id(), remote_addr(), machine.join().raft_addr};
+  JoinRequest request{machine.peer_node_id(),    remote_addr(),
+                      machine.join().raft_addr,  machine.join().mesh_addr,
+                      machine.join().admin_addr, machine.protocol_version().value_or(0)};
   // Holds the connection until the decision is back; on_decision() ignores
   // it if the connection closed meanwhile.
   server_.membership.decide(request, [self = self(), &io = server_.io](JoinDecision decision) mutable {

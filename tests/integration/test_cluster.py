@@ -97,11 +97,11 @@ class ClusterTest(NodeTestCase):
         self.assertEqual(code, 4, err)
         self.assertIn("cluster: raft", err)
 
-    def test_joining_is_refused_with_a_clear_message(self):
-        node = self.node("j1", config="cluster: { join: [ 127.0.0.1:6262 ] }\n")
+    def test_bootstrap_and_join_exclude_each_other(self):
+        node = self.node("j1", config="cluster: { bootstrap: true, join: [ 127.0.0.1:6262 ] }\n")
         code, _, err = node.run_to_exit()
         self.assertEqual(code, 1, err)
-        self.assertIn("cluster.join", err)
+        self.assertIn("cluster.join: bootstrap: true starts a new cluster and cannot be combined with join", err)
 
 
 if __name__ == "__main__":

@@ -79,7 +79,7 @@ expect_offers() {
     fi
 }
 
-expect_offers "'zctl <TAB>'" "serve watch probe plugins sink config completion version" zctl ""
+expect_offers "'zctl <TAB>'" "serve watch probe cluster plugins sink config completion version" zctl ""
 expect_offers "'zctl probe --mode <TAB>'" "idle tls hello partial bad-magic bad-version oversize garbage join" zctl probe --mode ""
 expect_offers "'zctl serve --<TAB>'" "--mesh --join-token-file" zctl serve --
 expect_offers "'zctl watch -<TAB>'" "--namespace --since" zctl watch -
@@ -92,6 +92,10 @@ expect_offers "'zctl sink <TAB>'" "test" zctl sink ""
 expect_offers "'zctl sink test audit --<TAB>'" "--config --count --timeout --output --id --data-dir" zctl sink test audit --
 expect_offers "'zctl sink test audit --timeout <TAB>'" "1s 30s" zctl sink test audit --timeout ""
 expect_offers "'zctl sink test -c zctl.yaml audit -o <TAB>' (after -c FILE and NAME)" "table json" zctl sink test -c zctl.yaml audit -o ""
+expect_offers "'zctl cluster <TAB>'" "list add remove transfer-leadership" zctl cluster ""
+expect_offers "'zctl cluster list --<TAB>'" "--node --token-file --output --help" zctl cluster list --
+expect_offers "'zctl cluster remove ctrl3 --<TAB>'" "--node --token-file --output" zctl cluster remove ctrl3 --
+expect_offers "'zctl cluster transfer-leadership --node URL -o <TAB>'" "table json" zctl cluster transfer-leadership --node http://127.0.0.1:6280 -o ""
 
 # expect_nothing "DESCRIPTION" WORD... : the completion of WORD... offers nothing.
 expect_nothing() {
@@ -108,6 +112,8 @@ expect_nothing() {
 # NAME is free-form: neither subcommands nor options before it is typed.
 expect_nothing "'zctl sink test <TAB>'" zctl sink test ""
 expect_nothing "'zctl sink test --count 5 <TAB>'" zctl sink test --count 5 ""
+expect_nothing "'zctl cluster add <TAB>'" zctl cluster add ""
+expect_nothing "'zctl cluster remove --node URL <TAB>'" zctl cluster remove --node http://127.0.0.1:6280 ""
 expect_offers "'zctl completion <TAB>'" "bash zsh fish" zctl completion ""
 expect_offers "'zctl --log-format <TAB>'" "text json" zctl --log-format ""
 expect_offers "'zctl watch --namespace <TAB>'" "cluster connection node sink" zctl watch --namespace ""

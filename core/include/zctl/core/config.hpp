@@ -176,4 +176,8 @@ std::string format_duration(Duration d);
 std::string_view to_string(StrayAction action);
 std::string_view to_string(WhenFull when_full);
 
+// A node or cluster id: 1 to 64 letters, digits, '_' and '-' (ids travel in
+// mesh frames, file names and metric labels).
+bool is_node_id(std::string_view id);
+
 }  // namespace zctl

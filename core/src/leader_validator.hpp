@@ -1,0 +1,76 @@
+// Leader validation (SPEC §5) on one raft node, the part of the cluster
+// adapter that talks to libraft directly; the debounce is LeaderStateTracker's.
+//
+// A leader validates itself by committing an announce entry of its own
+// term (libraft 0.15 commits no no-op on election and may count replicas of
+// older entries as committed, so nothing is trusted before that), then keeps
+// a barrier in flight every heartbeat; it counts as leader only while the
+// last committed barrier was *sent* less than one election timeout ago. A
+// follower validates a leader once it has applied that leader's announce
+// for the current term, heard from it within the election timeout, and has
+// an authenticated mesh session with it.
+//
+// Works on any struct raft: the libuv-backed node in ClusterEngine and the
+// in-memory <raft/fixture.h> cluster in the tests.
+//
+// Threads: the raft loop thread only. Lifecycle: owned next to its raft and
+// ClusterState; it must stay alive until idle() once raft_close() is near.
+#pragma once
+
+extern "C" {
+#include <raft.h>
+}
+
+#include <functional>
+#include <string>
+
+#include "cluster_state.hpp"
+#include "leader_state.hpp"
+
+namespace zctl {
+
+class LeaderValidator {
+ public:
+  // Is a mesh session with this node id up and authenticated?
+  using SessionCheck = std::function<bool(const std::string& node_id)>;
+
+  LeaderValidator(std::string node_id, raft_id self_id, raft_time election_timeout, const ClusterState& state,
+                  SessionCheck session_up);
+  LeaderValidator(const LeaderValidator&) = delete;
+  LeaderValidator& operator=(const LeaderValidator&) = delete;
+
+  // Every heartbeat: as leader, submits the announce of a new term and keeps
+  // one barrier in flight.
+  void tick(raft* r, raft_time now);
+
+  // What is validated at `now`.
+  LeaderObservation observe(raft* r, raft_time now) const;
+
+  // No announce or barrier of ours in flight (raft 0.15 can crash when it is
+  // closed while one is still being written).
+  bool idle() const { return !announce_in_flight_ && !barrier_in_flight_; }
+
+ private:
+  const std::string node_id_;
+  const raft_id self_id_;
+  const raft_time election_timeout_;
+  const ClusterState& state_;
+  SessionCheck session_up_;
+
+  struct raft_apply announce_request_{};
+  bool announce_in_flight_ = false;
+  uint64_t announce_term_ = 0;            // the term of the announce in flight
+  uint64_t announce_committed_term_ = 0;  // as leader: our announce of this term is committed
+  struct raft_barrier barrier_request_{};
+  bool barrier_in_flight_ = false;
+  raft_time barrier_sent_at_ = 0;
+  uint64_t barrier_term_ = 0;
+  raft_time committed_barrier_sent_at_ = 0;
+  uint64_t committed_barrier_term_ = 0;
+};
+
+// raft_digest() is raft's own stable hash: a node id maps to the same raft
+// id on every node and across restarts.
+raft_id raft_id_of(const std::string& node_id);
+
+}  // namespace zctl

@@ -1,6 +1,5 @@
 #include "membership.hpp"
 
-#include <algorithm>
 #include <utility>
 
 #include "cluster_engine.hpp"
@@ -41,46 +40,5 @@ void RaftMembership::decide(const JoinRequest& request, DecisionCallback done) {
 }
 
 void RaftMembership::session_ended(const std::string& node_id) { peers_.closed(node_id); }
-
-ConfiguredMembership::ConfiguredMembership(mesh::Member self, std::vector<std::string> allowed_nodes)
-    : self_(std::move(self)), allowed_nodes_(std::move(allowed_nodes)) {}
-
-void ConfiguredMembership::set_mesh_address(std::string address) {
-  std::lock_guard lock(mutex_);
-  self_.mesh_addr = std::move(address);
-}
-
-void ConfiguredMembership::decide(const JoinRequest& request, DecisionCallback done) {
-  if (!allowed_nodes_.empty() &&
-      std::find(allowed_nodes_.begin(), allowed_nodes_.end(), request.node_id) == allowed_nodes_.end()) {
-    done(JoinDecision::reject("not_member", "node " + request.node_id + " is not in cluster.allowed_nodes"));
-    return;
-  }
-  mesh::Accepted accepted;
-  accepted.leader_id = self_.id;  // immutable after construction
-  {
-    std::lock_guard lock(mutex_);
-    // The joiner's mesh port is unknown until it says so (the cluster
-    // engine learns it); its connection's address is what we know.
-    joined_[request.node_id] = mesh::Member{request.node_id, request.remote_addr, request.raft_addr, false};
-  }
-  accepted.members = members();
-  done(JoinDecision::accept(std::move(accepted)));
-}
-
-void ConfiguredMembership::session_ended(const std::string& node_id) {
-  std::lock_guard lock(mutex_);
-  joined_.erase(node_id);
-}
-
-std::vector<mesh::Member> ConfiguredMembership::members() const {
-  std::lock_guard lock(mutex_);
-  std::vector<mesh::Member> all{self_};
-  for (const auto& [id, member] : joined_) {
-    if (all.size() >= mesh::kMaxMembers) break;
-    all.push_back(member);
-  }
-  return all;
-}
 
 }  // namespace zctl

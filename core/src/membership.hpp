@@ -5,14 +5,9 @@
 // becomes a member. The answer may take time (a Raft configuration change),
 // so it comes back through a callback.
 //
-// ConfiguredMembership answers from the node's own configuration
-// (cluster.allowed_nodes): this node acts as the cluster's leader and
-// admits any allowed node that presents the join token.
 #pragma once
 
 #include <functional>
-#include <map>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -74,26 +69,5 @@ class RaftMembership final : public MembershipAuthority {
   PeerSessions& peers_;
 };
 
-class ConfiguredMembership final : public MembershipAuthority {
- public:
-  // `allowed_nodes` empty: every node that presents the join token may join.
-  ConfiguredMembership(mesh::Member self, std::vector<std::string> allowed_nodes);
-
-  // The address peers reach this node's mesh port at, once it is bound
-  // (the configured one may say port 0).
-  void set_mesh_address(std::string address);
-
-  void decide(const JoinRequest& request, DecisionCallback done) override;
-  void session_ended(const std::string& node_id) override;
-
-  // This node and every node joined through it, by id.
-  std::vector<mesh::Member> members() const;
-
- private:
-  mesh::Member self_;  // guarded by mutex_
-  const std::vector<std::string> allowed_nodes_;
-  mutable std::mutex mutex_;
-  std::map<std::string, mesh::Member> joined_;  // guarded by mutex_
-};
 
 }  // namespace zctl

@@ -664,3 +664,61 @@ TEST_CASE("mesh: parser and handshake together, as a session uses them", "[mesh]
   CHECK(parser.bytes_consumed() == client.size());
   CHECK_FALSE(parser.finish().has_value());
 }
+
+TEST_CASE("mesh: a join may carry the joiner's mesh and admin addresses, as a pair", "[mesh]") {
+  const Join with{"10.0.0.2:6263", "t0k", "10.0.0.2:6262", "-"};
+  CHECK(round_trip(with) == Message(with));
+  // Without the pair the body ends after the token, as before.
+  CHECK(encode(Join{"10.0.0.2:6263", "t0k"}) == frame(3, str("10.0.0.2:6263") + str("t0k")));
+  CHECK(encode(with) == frame(3, str("10.0.0.2:6263") + str("t0k") + str("10.0.0.2:6262") + str("-")));
+  // Half a pair is a malformed join, caught at the missing field.
+  const std::string half = frame(3, str("10.0.0.2:6263") + str("t0k") + str("10.0.0.2:6262"));
+  const FrameError error = parse_error(half);
+  CHECK(error.error == ProtocolError::malformed_payload);
+  CHECK(error.offset == half.size());
+  CHECK_THROWS_AS(encode(Join{"a:1", "", "b:2", ""}), std::invalid_argument);
+}
+
+TEST_CASE("mesh: the dialling side of the handshake", "[mesh]") {
+  const Join join{"10.0.0.2:6263", "t0k", "10.0.0.2:6262", "10.0.0.2:6280"};
+  ClientHandshake client("ctrl2", "prod", join, "ctrl1");
+  CHECK(client.hello_frame() == encode(Hello{1, kSupportedVersions.back(), "ctrl2", "prod"}));
+
+  SECTION("accepted, then heartbeats answered") {
+    ClientStep step = client.on_message(HelloAck{1, "ctrl1", "prod"});
+    REQUIRE(step.kind == ClientStep::Kind::send);
+    CHECK(step.reply == encode(join, 1));
+    CHECK(client.peer_id() == "ctrl1");
+    CHECK(client.version() == 1);
+    CHECK(client.on_message(Accepted{"ctrl1", {}}).kind == ClientStep::Kind::joined);
+    CHECK(client.joined());
+    step = client.on_message(Heartbeat{7, 42});
+    REQUIRE(step.kind == ClientStep::Kind::send);
+    CHECK(step.reply == encode(HeartbeatAck{42}, 1));
+    CHECK(client.on_message(HeartbeatAck{3}).kind == ClientStep::Kind::alive);
+    CHECK(client.on_message(Accepted{"ctrl1", {}}).kind == ClientStep::Kind::failed);  // twice
+  }
+  SECTION("a follower redirects to the leader") {
+    client.on_message(HelloAck{1, "ctrl1", "prod"});
+    const ClientStep step = client.on_message(Redirect{"ctrl3", "10.0.0.3:6262"});
+    REQUIRE(step.kind == ClientStep::Kind::redirect);
+    CHECK(step.redirect.leader_mesh_addr == "10.0.0.3:6262");
+  }
+  SECTION("a refusal carries the node's reason") {
+    client.on_message(HelloAck{1, "ctrl1", "prod"});
+    const ClientStep step = client.on_message(Rejected{"not_member", "add it first"});
+    REQUIRE(step.kind == ClientStep::Kind::rejected);
+    CHECK(step.rejected.reason == "not_member");
+  }
+  SECTION("the wrong node, the wrong cluster, or frames out of order fail") {
+    ClientHandshake other("ctrl2", "prod", join, "ctrl1");
+    CHECK(other.on_message(HelloAck{1, "ctrl9", "prod"}).kind == ClientStep::Kind::failed);
+    ClientHandshake cluster("ctrl2", "prod", join);
+    CHECK(cluster.on_message(HelloAck{1, "ctrl1", "test"}).detail.find("cluster 'test'") != std::string::npos);
+    ClientHandshake early("ctrl2", "prod", join);
+    CHECK(early.on_message(Accepted{"ctrl1", {}}).kind == ClientStep::Kind::failed);
+    CHECK(early.on_message(Heartbeat{1, 1}).kind == ClientStep::Kind::failed);
+    ClientHandshake version("ctrl2", "prod", join);
+    CHECK(version.on_message(HelloAck{9, "ctrl1", "prod"}).kind == ClientStep::Kind::failed);
+  }
+}

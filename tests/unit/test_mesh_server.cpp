@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "deadline_queue.hpp"
+#include "fake_membership.hpp"
 #include "membership.hpp"
 #include "mesh_server.hpp"
 

@@ -108,6 +108,7 @@ struct ClusterEngine::Loop {
   void next_change();
   void advance(int result);
   void finish_change();
+  bool join_allowed(const std::string& node_id) const;
   bool refuse_unless_leader(ChangeOp& op);
   void fail_change(ChangeOp& op, const std::string& reason, const std::string& detail);
   bool submit_entry(ChangeOp& op, const std::string& entry);
@@ -669,6 +670,18 @@ void ClusterEngine::Loop::advance(int result) {
     }
     return nullptr;
   };
+  if (step == 0 && op.kind == ChangeOp::Kind::join && op.join.mesh_addr.empty()) {
+    // No advertised addresses: not a zctl node but an observer (zctl probe,
+    // a tool speaking the protocol). It gets a session if it may join,
+    // and never a place in the Raft configuration.
+    if (!join_allowed(op.join.node_id)) {
+      fail_change(op, "not_member", "node " + op.join.node_id + " is not authorised to join");
+    } else {
+      op.join_done(JoinDecision::accept(accepted_message()));
+    }
+    finish_change();
+    return;
+  }
   if (step == 0 && op.kind == ChangeOp::Kind::join && raft_running && !removed &&
       !(raft_state(&r) == RAFT_LEADER)) {
     // A voter opening a session with a follower: nothing to change, any
@@ -771,12 +784,7 @@ void ClusterEngine::Loop::advance(int result) {
           return;
         }
         if (server == nullptr) {
-          const auto& config_allowed = settings.allowed_nodes;
-          const bool restricted = !config_allowed.empty() || !state.allowed().empty();
-          const bool allowed =
-              std::find(config_allowed.begin(), config_allowed.end(), join.node_id) != config_allowed.end() ||
-              state.allowed().count(join.node_id) != 0 || state.member(join.node_id) != nullptr;
-          if (restricted && !allowed) {
+          if (!join_allowed(join.node_id)) {
             fail_change(op, "not_member",
                         "node " + join.node_id +
                             " is not authorised to join; add it first (zctl cluster add " + join.node_id + ")");
@@ -833,6 +841,15 @@ void ClusterEngine::Loop::advance(int result) {
       return;
     }
   }
+}
+
+// cluster.allowed_nodes and the ids pre-authorised with `zctl cluster add`:
+// when both are empty, any node with the token may join.
+bool ClusterEngine::Loop::join_allowed(const std::string& node_id) const {
+  const auto& configured = settings.allowed_nodes;
+  if (configured.empty() && state.allowed().empty()) return true;
+  return std::find(configured.begin(), configured.end(), node_id) != configured.end() ||
+         state.allowed().count(node_id) != 0 || state.member(node_id) != nullptr;
 }
 
 void ClusterEngine::Loop::finish_change() {

@@ -31,14 +31,17 @@ JoinDecision JoinDecision::redirect_to(mesh::Redirect redirect) {
 
 void RaftMembership::decide(const JoinRequest& request, DecisionCallback done) {
   engine_.join(request, [this, request, done = std::move(done)](JoinDecision decision) {
-    if (decision.kind == JoinDecision::Kind::accept) {
-      const bool advertised = !request.mesh_addr.empty() && request.mesh_addr != "-";
-      peers_.opened(request.node_id, advertised ? request.mesh_addr : request.remote_addr, request.version);
+    // Observers (joins without advertised addresses) are not peers.
+    if (decision.kind == JoinDecision::Kind::accept && !request.mesh_addr.empty()) {
+      peers_.opened(request.node_id, request.mesh_addr != "-" ? request.mesh_addr : request.remote_addr,
+                    request.version);
     }
     done(std::move(decision));
   });
 }
 
-void RaftMembership::session_ended(const std::string& node_id) { peers_.closed(node_id); }
+void RaftMembership::session_ended(const std::string& node_id) {
+  peers_.closed(node_id);  // nothing for an observer: it was never opened
+}
 
 }  // namespace zctl

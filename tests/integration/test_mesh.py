@@ -333,8 +333,10 @@ class JoinTest(MeshTestCase):
         self.assertEqual(read_one_frame(sock)[0], HELLO_ACK)
         t, body = read_one_frame(sock)
         self.assertEqual(t, ACCEPTED)
-        members = body  # leader id, count, members
-        self.assertIn(b"hb1", members)
+        # leader id, count, members: the Raft members; a join without advertised
+        # addresses (an observer, like this one) gets a session, not membership.
+        self.assertTrue(body.startswith(b"\x00\x02n1\x00\x01\x00\x02n1"), body)
+        self.assertNotIn(b"hb1", body)
         # The node heartbeats every cluster.heartbeat; answering keeps the session.
         seen = []
         deadline = time.monotonic() + 1.5  # longer than election_timeout

@@ -11,11 +11,11 @@ BUILD_PACKAGES=(
   libraft-dev libuv1-dev librdkafka-dev
 )
 # Real peers and tools the test suite talks to.
-TEST_PACKAGES=(catch2 python3 curl openssl prometheus groff-base bash-completion systemd clang-14 libclang-rt-14-dev rsyslog rsyslog-gnutls kcat)
+TEST_PACKAGES=(catch2 python3 curl openssl prometheus groff-base bash-completion systemd clang-14 libclang-rt-14-dev rsyslog rsyslog-gnutls kcat iproute2)
 # Benchmarks under bench/: nginx is the reference server of bench/mesh_flood.py and the webhook
 # receiver of bench/sinks.py, which also talks to rsyslogd and runs logger; kcat is the
-# reference producer of bench/kafka_bench.py.
-BENCH_PACKAGES=(python3 nginx rsyslog bsdutils kcat)
+# reference producer of bench/kafka_bench.py; etcd is the reference cluster of bench/failover.py.
+BENCH_PACKAGES=(python3 nginx rsyslog bsdutils kcat etcd-server etcd-client)
 
 want=("${BUILD_PACKAGES[@]}")
 for arg in "$@"; do

@@ -7,6 +7,7 @@ extern "C" {
 #include <uv.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -93,6 +94,8 @@ struct ClusterEngine::Loop {
   std::string init();
   void tick();
   void observe();
+  void on_loop_pass();
+  void peer_lost(const std::string& node_id);
   void announce(const LeaderAnnouncement& a);
   void publish_status();
   void check_members();
@@ -141,6 +144,8 @@ struct ClusterEngine::Loop {
   uv_timer_t tick_timer{};
   uv_timer_t due_timer{};
   uv_timer_t close_timer{};
+  uv_check_t change_check{};
+  std::array<uint64_t, 6> last_fingerprint{};
   raft_uv_transport transport{};
   raft_io io{};
   raft_fsm fsm{};
@@ -314,10 +319,13 @@ void ClusterEngine::Loop::run() {
     uv_timer_init(&loop, timer);
     timer->data = this;
   }
+  uv_check_init(&loop, &change_check);
+  change_check.data = this;
   const std::string error = init();
   init_result.set_value(error);
   if (error.empty()) {
     started_at = uv_now(&loop);
+    uv_check_start(&change_check, [](uv_check_t* c) { static_cast<Loop*>(c->data)->on_loop_pass(); });
     const auto every = static_cast<uint64_t>(settings.heartbeat.count());
     uv_timer_start(&tick_timer, [](uv_timer_t* t) { static_cast<Loop*>(t->data)->tick(); }, 0, every);
   } else {
@@ -378,6 +386,41 @@ void ClusterEngine::Loop::tick() {
     }
   }
   observe();
+}
+
+// After every I/O phase: when raft's state, term or leader, the applied
+// announce or our own validation moved, act now instead of at the next
+// heartbeat tick (an election, a handover or a commit is seen within the
+// millisecond, not up to a heartbeat later).
+void ClusterEngine::Loop::on_loop_pass() {
+  if (stopping || !raft_running) return;
+  raft_id leader_id = 0;
+  const char* address = nullptr;
+  raft_leader(&r, &leader_id, &address);
+  const std::array<uint64_t, 6> fingerprint{static_cast<uint64_t>(raft_state(&r)), r.current_term, leader_id,
+                                            state.last_announce().term, state.last_announce().raft_id,
+                                            validator.progress()};
+  if (fingerprint == last_fingerprint) return;
+  last_fingerprint = fingerprint;
+  tick();
+}
+
+// The mesh session with the leader closed (its process died, or its host
+// reset the connection): libraft 0.15 would keep the dead leader until this
+// follower's own election timer fires, and refuses votes until then, so an
+// election waits for the slowest survivor. Expire the timer now; pre-vote
+// keeps a live leader in place if only the session was lost.
+void ClusterEngine::Loop::peer_lost(const std::string& node_id) {
+  if (stopping || !raft_running || raft_state(&r) != RAFT_FOLLOWER) return;
+  raft_id leader_id = 0;
+  const char* address = nullptr;
+  raft_leader(&r, &leader_id, &address);
+  if (leader_id == 0 || leader_id != raft_id_of(node_id)) return;
+  const auto timeout = static_cast<raft_time>(settings.election_timeout.count());
+  const raft_time now = uv_now(&loop);
+  if (now < 2 * timeout + 1) return;
+  log_info("cluster: the mesh session with leader " + node_id + " closed; starting an election now");
+  r.election_timer_start = now - 2 * timeout - 1;
 }
 
 void ClusterEngine::Loop::observe() {
@@ -988,7 +1031,8 @@ void ClusterEngine::Loop::close_raft_when_idle() {
 
 void ClusterEngine::Loop::close_handles() {
   for (auto* handle : {reinterpret_cast<uv_handle_t*>(&work_async), reinterpret_cast<uv_handle_t*>(&tick_timer),
-                       reinterpret_cast<uv_handle_t*>(&due_timer), reinterpret_cast<uv_handle_t*>(&close_timer)}) {
+                       reinterpret_cast<uv_handle_t*>(&due_timer), reinterpret_cast<uv_handle_t*>(&close_timer),
+                       reinterpret_cast<uv_handle_t*>(&change_check)}) {
     if (!uv_is_closing(handle)) uv_close(handle, nullptr);
   }
 }
@@ -1088,6 +1132,13 @@ void ClusterEngine::remove(std::string node_id, ReplyCallback done) {
     op->node_id = std::move(node_id);
     op->done = std::move(d);
     l.enqueue(std::move(op));
+  });
+}
+
+void ClusterEngine::peer_lost(std::string node_id) {
+  Loop& l = *loop_;
+  l.post([&l, node_id = std::move(node_id)](bool running) {
+    if (running) l.peer_lost(node_id);
   });
 }
 

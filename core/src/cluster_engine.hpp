@@ -123,6 +123,9 @@ class ClusterEngine {
   void authorize(std::string node_id, ReplyCallback done);
   void remove(std::string node_id, ReplyCallback done);
   void transfer_leadership(std::string node_id, ReplyCallback done);  // "" = any voter
+  // The last mesh session with this member closed: if it leads, a follower
+  // starts an election at once instead of after its election timeout.
+  void peer_lost(std::string node_id);
 
   struct Loop;
 

@@ -249,7 +249,9 @@ void Engine::Services::start_cluster_and_mesh() {
     log_warn("mesh: no join_token_file and no TLS: any node that names cluster '" + config.cluster.id +
              "' may join; set mesh.join_token_file");
   }
-  peers = std::make_unique<PeerSessions>(*bus);
+  peers = std::make_unique<PeerSessions>(*bus, [this](const std::string& node_id) {
+    if (cluster) cluster->peer_lost(node_id);  // any thread; the engine queues it
+  });
 
   MeshDialerSettings dial;
   dial.node_id = config.node.id;

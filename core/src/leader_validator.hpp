@@ -50,6 +50,10 @@ class LeaderValidator {
   // closed while one is still being written).
   bool idle() const { return !announce_in_flight_ && !barrier_in_flight_; }
 
+  // Changes when this node's own validation moves on within a term (its
+  // announce, then its first barrier, committed).
+  uint64_t progress() const { return announce_committed_term_ * 2 + committed_barrier_term_; }
+
  private:
   const std::string node_id_;
   const raft_id self_id_;

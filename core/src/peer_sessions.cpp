@@ -31,6 +31,7 @@ void PeerSessions::closed(const std::string& node_id) {
   }
   log_warn("cluster: peer " + node_id + " disconnected (" + snapshot.addr + ")");
   emit("peer.disconnected", node_id, snapshot);
+  if (on_lost_) on_lost_(node_id);
 }
 
 bool PeerSessions::is_up(const std::string& node_id) const {

@@ -9,10 +9,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 
 namespace zctl {
 
@@ -20,7 +22,10 @@ class EventBus;
 
 class PeerSessions {
  public:
-  explicit PeerSessions(EventBus& bus) : bus_(bus) {}
+  // `on_lost`: called (outside the lock, on the closing thread) after the
+  // last session with a peer closed.
+  using LostCallback = std::function<void(const std::string& node_id)>;
+  explicit PeerSessions(EventBus& bus, LostCallback on_lost = {}) : bus_(bus), on_lost_(std::move(on_lost)) {}
   PeerSessions(const PeerSessions&) = delete;
   PeerSessions& operator=(const PeerSessions&) = delete;
 
@@ -39,6 +44,7 @@ class PeerSessions {
   void emit(const char* type, const std::string& node_id, const Peer& peer);
 
   EventBus& bus_;
+  LostCallback on_lost_;
   mutable std::mutex mutex_;
   std::map<std::string, Peer> peers_;  // guarded by mutex_
 };

@@ -11,7 +11,7 @@ _zctl_options_with_value() {
     # One line: callers match " $word " against the output.
     printf '%s ' '--log-level --log-format'
     case $1 in
-        serve) echo '-c --config --id --data-dir --admin --mesh --raft --join-token-file' ;;
+        serve) echo '-c --config --id --data-dir --admin --mesh --raft --join --join-token-file' ;;
         watch) echo '--node --namespace --type --since --count -o --output --token-file' ;;
         probe) echo '--mode --connections --concurrency --expect-grace --tolerance --timeout -o --output --node-id --cluster-id --token-file --raft-addr --ca-file --cert-file --key-file --server-name --seed' ;;
         'plugins list') echo '-c --config' ;;
@@ -25,7 +25,7 @@ _zctl_options_with_value() {
 _zctl_options() {
     case $1 in
         '') echo '--help --version --log-level --log-format' ;;
-        serve) echo '--help --config --id --data-dir --admin --mesh --raft --join-token-file --log-level --log-format' ;;
+        serve) echo '--help --config --id --data-dir --admin --mesh --raft --bootstrap --join --join-token-file --log-level --log-format' ;;
         watch) echo '--help --node --namespace --type --since --count --output --token-file --log-level --log-format' ;;
         probe) echo '--help --mode --connections --concurrency --expect-grace --tolerance --timeout --output --node-id --cluster-id --token-file --raft-addr --tls --ca-file --cert-file --key-file --server-name --insecure --seed --log-level --log-format' ;;
         'plugins list') echo '--help --config --log-level --log-format' ;;
@@ -62,7 +62,7 @@ _zctl_option_values() {
         --data-dir)
             _zctl_dirs "$cur" ;;
         *)
-            COMPREPLY=() ;;  # free-form: --id, --admin, --mesh, --raft, --node, --since, --count
+            COMPREPLY=() ;;  # free-form: --id, --admin, --mesh, --raft, --join, --node, --since, --count
     esac
 }
 

@@ -19,7 +19,7 @@ function __zctl_at
             continue
         end
         switch $w
-            case --log-level --log-format -c --config --id --data-dir --admin --mesh --raft --join-token-file --node --namespace --type --since --count -o --output --token-file --mode --connections --concurrency --expect-grace --tolerance --timeout --node-id --cluster-id --raft-addr --ca-file --cert-file --key-file --server-name --seed
+            case --log-level --log-format -c --config --id --data-dir --admin --mesh --raft --join --join-token-file --node --namespace --type --since --count -o --output --token-file --mode --connections --concurrency --expect-grace --tolerance --timeout --node-id --cluster-id --raft-addr --ca-file --cert-file --key-file --server-name --seed
                 set skip 1
             case '-*'
                 # a flag, or --option=value
@@ -73,6 +73,8 @@ complete -c zctl -n '__zctl_at serve' -l data-dir -x -a '(__fish_complete_direct
 complete -c zctl -n '__zctl_at serve' -l admin -x -d 'Admin API listen address HOST:PORT'
 complete -c zctl -n '__zctl_at serve' -l mesh -x -d 'Mesh port listen address HOST:PORT'
 complete -c zctl -n '__zctl_at serve' -l raft -x -d 'Raft transport address, IPv4 HOST:PORT'
+complete -c zctl -n '__zctl_at serve' -l bootstrap -d 'Start a new cluster with this node as its only voter'
+complete -c zctl -n '__zctl_at serve' -l join -x -d 'Join through the mesh port HOST:PORT of a member'
 complete -c zctl -n '__zctl_at serve' -l join-token-file -r -F -d 'File holding the cluster join token'
 
 # zctl watch

@@ -73,6 +73,7 @@ struct ChangeOp {
   ClusterEngine::ReplyCallback done;
   MemberRecord record;
   int step = 0;
+  bool configuration_changed = false;  // a join that added or promoted the node
   ClusterEngine::Loop* loop = nullptr;
   struct raft_apply apply_request{};
   struct raft_barrier barrier_request{};
@@ -600,6 +601,7 @@ void ClusterEngine::Loop::publish_status() {
   }
   view.authorized.assign(state.allowed().begin(), state.allowed().end());
   if (raft_running) view.members = member_views();  // the leader flag follows the announcements
+  if (removed) view.members.clear();
 }
 
 std::optional<std::string> ClusterEngine::Loop::leader_known() const {
@@ -849,6 +851,7 @@ void ClusterEngine::Loop::advance(int result) {
       if (step == 1) {
         if (server == nullptr) {
           log_info("cluster: adding node " + join.node_id + " (raft " + join.raft_addr + ")");
+          op.configuration_changed = true;
           op.change_request.data = &op;
           if (int rv = raft_add(&r, &op.change_request, id, join.raft_addr.c_str(), [](struct raft_change* req, int s) {
                 static_cast<ChangeOp*>(req->data)->loop->advance(s);
@@ -865,6 +868,7 @@ void ClusterEngine::Loop::advance(int result) {
       if (step == 2) {
         if (server != nullptr && server->role != RAFT_VOTER) {
           // raft catches the new server up before the promotion commits.
+          op.configuration_changed = true;
           op.change_request.data = &op;
           if (int rv = raft_assign(&r, &op.change_request, id, RAFT_VOTER, [](struct raft_change* req, int s) {
                 static_cast<ChangeOp*>(req->data)->loop->advance(s);
@@ -878,7 +882,7 @@ void ClusterEngine::Loop::advance(int result) {
         advance(0);
         return;
       }
-      membership_changes.inc();
+      if (op.configuration_changed) membership_changes.inc();
       op.join_done(JoinDecision::accept(accepted_message()));
       finish_change();
       return;

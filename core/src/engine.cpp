@@ -94,6 +94,16 @@ std::string read_token_file(std::string_view key, const std::string& path) {
   return token;
 }
 
+// A wildcard listen address (0.0.0.0:6262, [::]:6262) cannot be dialled by
+// other nodes: they are told the raft address's host (which must be
+// reachable) with the bound port.
+std::string advertisable(const std::string& bound, const std::string& raft_address) {
+  const size_t colon = bound.rfind(':');
+  const std::string host = bound.substr(0, colon);
+  if (host != "0.0.0.0" && host != "[::]") return bound;
+  return raft_address.substr(0, raft_address.rfind(':')) + bound.substr(colon);
+}
+
 }  // namespace
 
 struct Engine::Services {
@@ -310,11 +320,11 @@ void Engine::Services::start_cluster_and_mesh() {
                                                                                                        : kExitRuntime,
                        e.what());
   }
-  dial.mesh_addr = mesh->local_address();
-  dial.admin_addr = admin->local_address();
+  dial.mesh_addr = advertisable(mesh->local_address(), config.cluster.raft_listen);
+  dial.admin_addr = advertisable(admin->local_address(), config.cluster.raft_listen);
   dialer = std::make_unique<MeshDialer>(std::move(dial), *peers);
-  advertised_mesh = mesh->local_address();
-  advertised_admin = admin->local_address();
+  advertised_mesh = advertisable(mesh->local_address(), config.cluster.raft_listen);
+  advertised_admin = advertisable(admin->local_address(), config.cluster.raft_listen);
   cluster->advertise(advertised_mesh, advertised_admin);
   try {
     cluster->start();

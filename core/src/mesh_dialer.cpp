@@ -230,7 +230,10 @@ asio::awaitable<void> MeshDialer::Impl::keep(std::shared_ptr<Target> target) {
         log_warn("mesh: cannot open a session with member " + target->id + " at " + target->addr + ": " + problem);
         last_problem = problem;
       }
-      backoff = std::min<Duration>(backoff * 2, settings.retry_max);
+      // Members retry at least twice per session timeout: a follower cannot
+      // validate its leader without this session, so after a partition heals
+      // the session must be back within about one election timeout.
+      backoff = std::min<Duration>({backoff * 2, settings.retry_max, settings.session_timeout / 2});
     }
     co_await sleep(*target->wake, backoff);
   }

@@ -444,11 +444,10 @@ void ClusterEngine::Loop::observe() {
   }
   last_observed = now;
 
-  // A node that starts has not heard from the leader yet: until one
-  // election timeout has passed, no leader means "not known yet", so a
-  // start-up never announces a leaderless/has_leader pair.
-  const bool starting = !tracker.announced() && !observation.validated_leader &&
-                        now - started_at < static_cast<raft_time>(settings.election_timeout.count());
+  const bool starting =
+      leader_unknown_at_startup(tracker.announced(), observation, now - started_at,
+                                static_cast<raft_time>(settings.election_timeout.count()),
+                                static_cast<raft_time>(settings.heartbeat.count()));
   if (!starting) {
     if (auto a = tracker.observe(LeaderStateTracker::Clock::now(), observation)) announce(*a);
   }

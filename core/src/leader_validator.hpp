@@ -73,6 +73,17 @@ class LeaderValidator {
   uint64_t committed_barrier_term_ = 0;
 };
 
+// A node that starts has not heard from a leader yet: raft draws its first
+// election timer from [timeout, 2 x timeout), then a vote round and the
+// announce commit follow. Until that window has passed, no validated leader
+// means "not known yet", not "leaderless", so a start-up never announces a
+// leaderless/has_leader pair. True when `observation` must not be fed to the
+// tracker yet.
+inline bool leader_unknown_at_startup(bool announced_before, const LeaderObservation& observation,
+                                      raft_time since_start, raft_time election_timeout, raft_time heartbeat) {
+  return !announced_before && !observation.validated_leader && since_start < 2 * election_timeout + 2 * heartbeat;
+}
+
 // raft_digest() is raft's own stable hash: a node id maps to the same raft
 // id on every node and across restarts.
 raft_id raft_id_of(const std::string& node_id);

@@ -380,8 +380,6 @@ http::status status_of(ClusterReply::Code code) {
       return http::status::not_found;
     case ClusterReply::Code::invalid:
       return http::status::conflict;
-    case ClusterReply::Code::busy:
-      return http::status::too_many_requests;
     case ClusterReply::Code::failed:
       break;
   }
@@ -398,8 +396,6 @@ const char* error_of(ClusterReply::Code code) {
       return "not_member";
     case ClusterReply::Code::invalid:
       return "conflict";
-    case ClusterReply::Code::busy:
-      return "busy";
     default:
       return "failed";
   }

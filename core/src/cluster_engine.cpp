@@ -157,7 +157,6 @@ struct ClusterEngine::Loop {
   bool removed = false;       // this node was removed from the cluster
   bool removed_self_applied = false;  // set by the FSM, acted upon in tick()
   int close_waits = 0;
-  bool was_member = false;
 
   ClusterState state;
   LeaderValidator validator;
@@ -167,6 +166,7 @@ struct ClusterEngine::Loop {
   uint64_t flaps_reported = 0;
   uint64_t changes_reported = 0;
   std::optional<std::string> members_signature;  // nullopt until the first look
+  std::vector<ClusterMemberView> members_now;     // as of the last check_members(), leader flags unset
   raft_time started_at = 0;
 
   std::unique_ptr<ChangeOp> change;  // in flight
@@ -229,33 +229,21 @@ int fsm_apply(raft_fsm* fsm, const raft_buffer* buf, void** result) {
   const std::string_view text(static_cast<const char*>(buf->base), buf->len);
   const bool was_recorded = self.state.member(self.settings.node_id) != nullptr;
   self.state.apply(text);
-  // A forget entry for this node is the leader telling it, through the log,
-  // that it is being removed (the removal itself never reaches it).
-  if (was_recorded && self.state.member(self.settings.node_id) == nullptr &&
-      text.substr(0, 12) == "zctl-forget ") {
+  // Only a forget entry drops a record: for this node's own, it is the
+  // leader telling it, through the log, that it is being removed (the
+  // removal itself never reaches it).
+  if (was_recorded && self.state.member(self.settings.node_id) == nullptr) {
     self.removed_self_applied = true;
   }
   return 0;
 }
 
 int fsm_snapshot(raft_fsm* fsm, raft_buffer* bufs[], unsigned* n_bufs) {
-  const std::string text = owner(fsm).state.snapshot();
-  *bufs = static_cast<raft_buffer*>(raft_malloc(sizeof(raft_buffer)));
-  if (*bufs == nullptr) return RAFT_NOMEM;
-  (*bufs)[0].base = raft_malloc(text.size());
-  if ((*bufs)[0].base == nullptr) {
-    raft_free(*bufs);
-    return RAFT_NOMEM;
-  }
-  std::memcpy((*bufs)[0].base, text.data(), text.size());
-  (*bufs)[0].len = text.size();
-  *n_bufs = 1;
-  return 0;
+  return snapshot_cluster_state(owner(fsm).state, bufs, n_bufs);
 }
 
 int fsm_restore(raft_fsm* fsm, raft_buffer* buf) {
-  owner(fsm).state.restore(std::string_view(static_cast<const char*>(buf->base), buf->len));
-  raft_free(buf->base);  // restore owns it
+  restore_cluster_state(owner(fsm).state, buf);
   return 0;
 }
 
@@ -503,7 +491,6 @@ void ClusterEngine::Loop::announce(const LeaderAnnouncement& a) {
 
 std::vector<ClusterMemberView> ClusterEngine::Loop::member_views() const {
   std::vector<ClusterMemberView> members;
-  const auto leader = tracker.announced_leader();
   for (unsigned i = 0; i < r.configuration.n; ++i) {
     const raft_server& server = r.configuration.servers[i];
     ClusterMemberView m;
@@ -520,7 +507,6 @@ std::vector<ClusterMemberView> ClusterEngine::Loop::member_views() const {
     } else {
       m.id = "raft-" + std::to_string(server.id);  // recorded once its join entry is applied here
     }
-    m.leader = leader && *leader == m.id;
     members.push_back(std::move(m));
   }
   std::sort(members.begin(), members.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
@@ -530,9 +516,6 @@ std::vector<ClusterMemberView> ClusterEngine::Loop::member_views() const {
 // members.changed whenever the configuration or a member's addresses change.
 void ClusterEngine::Loop::check_members() {
   if (!raft_running) return;
-  bool in_configuration = false;
-  for (unsigned i = 0; i < r.configuration.n; ++i) in_configuration |= r.configuration.servers[i].id == self_id;
-  was_member |= in_configuration;
   auto members = member_views();
   std::string signature;
   for (const auto& m : members) {
@@ -560,11 +543,10 @@ void ClusterEngine::Loop::check_members() {
   }
   {
     std::lock_guard lock(status_mutex);
-    view.members = members;
     view.configuration_index = index;
-    view.authorized.assign(state.allowed().begin(), state.allowed().end());
   }
   if (members_listener) members_listener(members);
+  members_now = std::move(members);
 }
 
 void ClusterEngine::Loop::publish_status() {
@@ -599,8 +581,8 @@ void ClusterEngine::Loop::publish_status() {
     }
   }
   view.authorized.assign(state.allowed().begin(), state.allowed().end());
-  if (raft_running) view.members = member_views();  // the leader flag follows the announcements
-  if (removed) view.members.clear();
+  view.members = removed ? std::vector<ClusterMemberView>{} : members_now;
+  for (auto& m : view.members) m.leader = leader && *leader == m.id;  // follows the announcements
 }
 
 std::optional<std::string> ClusterEngine::Loop::leader_known() const {

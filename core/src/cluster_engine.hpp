@@ -73,7 +73,7 @@ struct ClusterMemberView {
   std::string mesh_addr;   // "" when unknown
   std::string admin_addr;  // "" when unknown
   std::string role;        // voter | standby | spare
-  bool leader = false;     // the announced leader
+  bool leader = false;     // the announced leader (set in view(); not in MembersListener calls)
   bool operator==(const ClusterMemberView&) const = default;
 };
 
@@ -89,7 +89,7 @@ struct ClusterView {
 
 // The answer to an admin request.
 struct ClusterReply {
-  enum class Code { ok, not_leader, no_leader, not_member, invalid, busy, failed };
+  enum class Code { ok, not_leader, no_leader, not_member, invalid, failed };
   Code code = Code::ok;
   std::string detail;
   std::string leader_id;     // not_leader: who leads

@@ -320,11 +320,11 @@ void Engine::Services::start_cluster_and_mesh() {
                                                                                                        : kExitRuntime,
                        e.what());
   }
-  dial.mesh_addr = advertisable(mesh->local_address(), config.cluster.raft_listen);
-  dial.admin_addr = advertisable(admin->local_address(), config.cluster.raft_listen);
-  dialer = std::make_unique<MeshDialer>(std::move(dial), *peers);
   advertised_mesh = advertisable(mesh->local_address(), config.cluster.raft_listen);
   advertised_admin = advertisable(admin->local_address(), config.cluster.raft_listen);
+  dial.mesh_addr = advertised_mesh;
+  dial.admin_addr = advertised_admin;
+  dialer = std::make_unique<MeshDialer>(std::move(dial), *peers);
   cluster->advertise(advertised_mesh, advertised_admin);
   try {
     cluster->start();

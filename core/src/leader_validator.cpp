@@ -10,6 +10,26 @@ raft_id raft_id_of(const std::string& node_id) {
   return id == 0 ? 1 : id;
 }
 
+int snapshot_cluster_state(const ClusterState& state, raft_buffer* bufs[], unsigned* n_bufs) {
+  const std::string text = state.snapshot();
+  *bufs = static_cast<raft_buffer*>(raft_malloc(sizeof(raft_buffer)));
+  if (*bufs == nullptr) return RAFT_NOMEM;
+  (*bufs)[0].base = raft_malloc(text.size());
+  if ((*bufs)[0].base == nullptr) {
+    raft_free(*bufs);
+    return RAFT_NOMEM;
+  }
+  std::memcpy((*bufs)[0].base, text.data(), text.size());
+  (*bufs)[0].len = text.size();
+  *n_bufs = 1;
+  return 0;
+}
+
+void restore_cluster_state(ClusterState& state, raft_buffer* buf) {
+  state.restore(std::string_view(static_cast<const char*>(buf->base), buf->len));
+  raft_free(buf->base);
+}
+
 LeaderValidator::LeaderValidator(std::string node_id, raft_id self_id, raft_time election_timeout,
                                  const ClusterState& state, SessionCheck session_up)
     : node_id_(std::move(node_id)), self_id_(self_id), election_timeout_(election_timeout), state_(state),

@@ -84,6 +84,13 @@ inline bool leader_unknown_at_startup(bool announced_before, const LeaderObserva
   return !announced_before && !observation.validated_leader && since_start < 2 * election_timeout + 2 * heartbeat;
 }
 
+// The FSM's snapshot and restore for a ClusterState, in raft's buffer
+// ownership rules (snapshot buffers are raft_malloc'd and handed to raft;
+// restore owns and frees buf->base). Shared by ClusterEngine and the
+// fixture tests.
+int snapshot_cluster_state(const ClusterState& state, raft_buffer* bufs[], unsigned* n_bufs);
+void restore_cluster_state(ClusterState& state, raft_buffer* buf);
+
 // raft_digest() is raft's own stable hash: a node id maps to the same raft
 // id on every node and across restarts.
 raft_id raft_id_of(const std::string& node_id);

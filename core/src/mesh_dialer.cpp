@@ -116,7 +116,6 @@ struct MeshDialer::Impl : std::enable_shared_from_this<MeshDialer::Impl> {
 asio::awaitable<void> MeshDialer::Impl::sleep(asio::steady_timer& timer, Duration d) {
   timer.expires_after(d);
   sleepers.insert(&timer);
-  boost::system::error_code ec;
   try {
     co_await timer.async_wait(asio::use_awaitable);
   } catch (const boost::system::system_error&) {

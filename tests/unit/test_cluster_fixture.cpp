@@ -89,23 +89,11 @@ int fsm_apply(raft_fsm* fsm, const raft_buffer* buf, void** result) {
 }
 
 int fsm_snapshot(raft_fsm* fsm, raft_buffer* bufs[], unsigned* n_bufs) {
-  const std::string text = static_cast<Node*>(fsm->data)->state.snapshot();
-  *bufs = static_cast<raft_buffer*>(raft_malloc(sizeof(raft_buffer)));
-  if (*bufs == nullptr) return RAFT_NOMEM;
-  (*bufs)[0].base = raft_malloc(text.size());
-  if ((*bufs)[0].base == nullptr) {
-    raft_free(*bufs);
-    return RAFT_NOMEM;
-  }
-  std::memcpy((*bufs)[0].base, text.data(), text.size());
-  (*bufs)[0].len = text.size();
-  *n_bufs = 1;
-  return 0;
+  return zctl::snapshot_cluster_state(static_cast<Node*>(fsm->data)->state, bufs, n_bufs);
 }
 
 int fsm_restore(raft_fsm* fsm, raft_buffer* buf) {
-  static_cast<Node*>(fsm->data)->state.restore(std::string_view(static_cast<const char*>(buf->base), buf->len));
-  raft_free(buf->base);  // restore owns it
+  zctl::restore_cluster_state(static_cast<Node*>(fsm->data)->state, buf);
   return 0;
 }
 

@@ -31,6 +31,18 @@ std::vector<std::string> build_config(const ServeOptions& o, Config& out) {
     }
     config = std::move(*parsed.config);
   }
+  // Flags follow the config file's rules for the same keys.
+  std::vector<std::string> flag_errors;
+  const auto check = [&](const char* flag, const std::string& value, AddressUse use) {
+    if (const auto problem = address_problem(value, use)) {
+      flag_errors.push_back(std::string(flag) + ": invalid address '" + value + "': " + *problem);
+    }
+  };
+  if (!o.admin.empty()) check("--admin", o.admin, AddressUse::listen);
+  if (!o.mesh.empty()) check("--mesh", o.mesh, AddressUse::listen);
+  if (!o.raft.empty()) check("--raft", o.raft, AddressUse::raft);
+  for (const auto& seed : o.join) check("--join", seed, AddressUse::peer);
+  if (!flag_errors.empty()) return flag_errors;
   if (!o.id.empty()) config.node.id = o.id;
   if (!o.data_dir.empty()) config.node.data_dir = o.data_dir;
   if (!o.admin.empty()) config.admin.listen = o.admin;

@@ -123,6 +123,7 @@ struct ClusterEngine::Loop {
   // Shutdown.
   void begin_stop();
   void close_raft_when_idle();
+  void close_raft();
   void close_handles();
   void on_removed();
 
@@ -161,6 +162,8 @@ struct ClusterEngine::Loop {
   ClusterState state;
   LeaderValidator validator;
   LeaderStateTracker tracker;
+  bool announcements_open = false;  // see ClusterEngine::open_announcements()
+  std::vector<LeaderAnnouncement> held_announcements;
   bool announced_self_leader = false;
   raft_time last_observed = 0;
   uint64_t flaps_reported = 0;
@@ -295,7 +298,12 @@ std::string ClusterEngine::Loop::init() {
     raft_configuration_close(&configuration);
   }
   if (rv == 0) rv = raft_start(&r);
-  if (rv != 0) return "raft: " + raft_error(&r, rv);
+  if (rv != 0) {
+    // raft_uv does not copy the transport's message (listen failures: the
+    // address in use) into its own, which then only says "I/O error".
+    if (transport.errmsg[0] != '\0') return std::string("raft: ") + transport.errmsg;
+    return "raft: " + raft_error(&r, rv);
+  }
   raft_running = true;
   return {};
 }
@@ -323,7 +331,13 @@ void ClusterEngine::Loop::run() {
       std::lock_guard lock(posted_mutex);
       accepting_posts = false;
     }
-    close_handles();
+    // raft_start failed after raft_init: raft still owns its timers, its
+    // I/O and the transport, which only raft_close releases.
+    if (raft_initialised) {
+      close_raft();
+    } else {
+      close_handles();
+    }
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   if (uv_loop_close(&loop) != 0) log_warn("cluster: the raft loop closed with handles still open");
@@ -437,7 +451,13 @@ void ClusterEngine::Loop::observe() {
                                 static_cast<raft_time>(settings.election_timeout.count()),
                                 static_cast<raft_time>(settings.heartbeat.count()));
   if (!starting) {
-    if (auto a = tracker.observe(LeaderStateTracker::Clock::now(), observation)) announce(*a);
+    if (auto a = tracker.observe(LeaderStateTracker::Clock::now(), observation)) {
+      if (announcements_open) {
+        announce(*a);
+      } else {
+        held_announcements.push_back(std::move(*a));
+      }
+    }
   }
   if (tracker.flaps_suppressed() > flaps_reported) {
     flaps_suppressed.inc(static_cast<double>(tracker.flaps_suppressed() - flaps_reported));
@@ -550,10 +570,11 @@ void ClusterEngine::Loop::check_members() {
 }
 
 void ClusterEngine::Loop::publish_status() {
-  const auto leader = tracker.announced_leader();
+  // What was emitted: nothing before open_announcements().
+  const auto leader = announcements_open ? tracker.announced_leader() : std::nullopt;
   std::lock_guard lock(status_mutex);
   ClusterStatus& status = view.status;
-  status.state_known = tracker.announced();
+  status.state_known = announcements_open && tracker.announced();
   status.has_leader = leader.has_value();
   status.leader_id = leader.value_or("");
   status.is_leader = leader && *leader == settings.node_id;
@@ -968,9 +989,7 @@ void ClusterEngine::Loop::begin_stop() {
   }
   // A leader hands over first: a near-instant election elsewhere instead
   // of a full election timeout without a leader.
-  unsigned voters = 0;
-  for (unsigned i = 0; i < r.configuration.n; ++i) voters += r.configuration.servers[i].role == RAFT_VOTER;
-  if (raft_state(&r) == RAFT_LEADER && voters > 1 && !transfer_in_flight) {
+  if (raft_state(&r) == RAFT_LEADER && voter_count(r.configuration) > 1 && !transfer_in_flight) {
     transfer_request.data = this;
     if (raft_transfer(&r, &transfer_request, 0, [](struct raft_transfer* req) {
           Loop& self = *static_cast<Loop*>(req->data);
@@ -997,8 +1016,12 @@ void ClusterEngine::Loop::close_raft_when_idle() {
   }
   raft_running = false;
   publish_status();
-  // raft first, then its I/O and transport, then our handles: the loop ends
-  // when the last handle is closed.
+  close_raft();
+}
+
+// raft first, then its I/O and transport, then our handles: the loop ends
+// when the last handle is closed.
+void ClusterEngine::Loop::close_raft() {
   raft_close(&r, [](raft* closed) {
     Loop& self = *static_cast<Loop*>(closed->data);
     raft_uv_close(&self.io);
@@ -1117,6 +1140,15 @@ void ClusterEngine::remove(std::string node_id, ReplyCallback done) {
     op->node_id = std::move(node_id);
     op->done = std::move(d);
     l.enqueue(std::move(op));
+  });
+}
+
+void ClusterEngine::open_announcements() {
+  Loop& l = *loop_;
+  l.post([&l](bool running) {
+    if (!running) return;
+    l.announcements_open = true;
+    for (const auto& a : std::exchange(l.held_announcements, {})) l.announce(a);
   });
 }
 

@@ -114,6 +114,12 @@ class ClusterEngine {
   // before start().
   void advertise(std::string mesh_address, std::string admin_address);
   void start();
+  // Leader-state announcements (and leadership.gained/lost) that came due
+  // before this call were held; they are emitted now, in order, and every
+  // later one as it comes. The owner calls it after node/started, so a
+  // node's events never show cluster state before the node started (a
+  // single voter validates itself within milliseconds of start()).
+  void open_announcements();
   void stop();
   ClusterStatus status() const;
   ClusterView view() const;

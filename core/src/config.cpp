@@ -219,11 +219,6 @@ Choice<std::string> namespace_choice() {
 // ---------------------------------------------------------------------------
 // HOST:PORT validation
 
-// Listen addresses are bound without a DNS lookup (see net_address.cpp), so
-// they take an IP address or "localhost" and may ask for port 0 (ephemeral);
-// peer addresses may be any host name but need a real port.
-enum class AddressUse { listen, peer };
-
 bool is_hostname(std::string_view host) {
   if (host.empty() || host.size() > 253) return false;
   size_t label_start = 0;
@@ -241,47 +236,7 @@ bool is_hostname(std::string_view host) {
   return true;
 }
 
-// Why `text` is not a usable HOST:PORT, or nullopt when it is.
-std::optional<std::string> address_problem(std::string_view text, AddressUse use) {
-  std::string_view host;
-  std::string_view port;
-  if (!text.empty() && text.front() == '[') {
-    const size_t close = text.find(']');
-    if (close == std::string_view::npos) return "missing ']' after the IPv6 address";
-    host = text.substr(1, close - 1);
-    if (close + 1 >= text.size() || text[close + 1] != ':') return "missing ':PORT'";
-    port = text.substr(close + 2);
-    in6_addr ignored{};
-    if (inet_pton(AF_INET6, std::string(host).c_str(), &ignored) != 1) {
-      return "'" + std::string(host) + "' is not an IPv6 address";
-    }
-  } else {
-    const size_t colon = text.rfind(':');
-    if (colon == std::string_view::npos) return "missing ':PORT'";
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-    if (host.find(':') != std::string_view::npos) {
-      return "an IPv6 address must be in brackets, e.g. \"[::1]:6262\"";
-    }
-    if (host.empty()) return "missing host (use 0.0.0.0 for all interfaces)";
-    const bool looks_numeric =
-        std::all_of(host.begin(), host.end(), [](char c) { return is_digit(c) || c == '.'; });
-    if (looks_numeric) {
-      in_addr ignored{};
-      if (inet_pton(AF_INET, std::string(host).c_str(), &ignored) != 1) {
-        return "'" + std::string(host) + "' is not an IPv4 address";
-      }
-    } else if (use == AddressUse::listen && host != "localhost") {
-      return "a listen address needs an IP address or localhost, not '" + std::string(host) + "'";
-    } else if (!is_hostname(host)) {
-      return "'" + std::string(host) + "' is not a valid host name";
-    }
-  }
-  const auto number = port.size() <= 5 ? parse_unsigned(port) : std::nullopt;
-  if (!number || *number > 65535) return "port must be a number from 0 to 65535";
-  if (*number == 0 && use == AddressUse::peer) return "port 0 is only valid for listen addresses";
-  return std::nullopt;
-}
+
 
 // ---------------------------------------------------------------------------
 // The document walker
@@ -341,6 +296,7 @@ class FirstSeen {
 constexpr std::string_view kDurationHint = "a duration like 500ms, 30s or 1m";
 constexpr std::string_view kSizeHint = "a size like 65536, 64KiB or 1GiB";
 constexpr std::string_view kAddressHint = "HOST:PORT like 0.0.0.0:6262 or \"[::1]:6262\"";
+constexpr std::string_view kRaftAddressHint = "an IPv4 HOST:PORT like 10.0.0.1:6263";
 
 class ConfigReader {
  public:
@@ -514,7 +470,7 @@ class ConfigReader {
     if (!text) return false;
     if (const auto problem = address_problem(*text, use)) {
       error(item, "invalid address " + shown(*text) + ": " + *problem + "; expected " +
-                      std::string(kAddressHint));
+                      std::string(use == AddressUse::raft ? kRaftAddressHint : kAddressHint));
       return false;
     }
     out = *text;
@@ -782,7 +738,7 @@ void read_cluster(ConfigReader& r, const Item& item, ClusterConfig& cluster) {
                                  [&](const Item& e, std::string& out) { return read_id(r, e, out, "node id"); });
            }},
           {"raft_listen",
-           [&](const Item& v) { r.address(v, cluster.raft_listen, AddressUse::listen); }},
+           [&](const Item& v) { r.address(v, cluster.raft_listen, AddressUse::raft); }},
           {"bootstrap", [&](const Item& v) { r.boolean(v, cluster.bootstrap); }},
           {"join",
            [&](const Item& v) {
@@ -1001,6 +957,56 @@ std::string json_object_with_path(const std::string& path) {
 }
 
 }  // namespace
+
+std::optional<std::string> address_problem(std::string_view text, AddressUse use) {
+  std::string_view host;
+  std::string_view port;
+  if (!text.empty() && text.front() == '[') {
+    const size_t close = text.find(']');
+    if (close == std::string_view::npos) return "missing ']' after the IPv6 address";
+    host = text.substr(1, close - 1);
+    if (close + 1 >= text.size() || text[close + 1] != ':') return "missing ':PORT'";
+    port = text.substr(close + 2);
+    in6_addr ignored{};
+    if (inet_pton(AF_INET6, std::string(host).c_str(), &ignored) != 1) {
+      return "'" + std::string(host) + "' is not an IPv6 address";
+    }
+  } else {
+    const size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) return "missing ':PORT'";
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+    if (host.find(':') != std::string_view::npos) {
+      return "an IPv6 address must be in brackets, e.g. \"[::1]:6262\"";
+    }
+    if (host.empty()) return "missing host (use 0.0.0.0 for all interfaces)";
+    const bool looks_numeric =
+        std::all_of(host.begin(), host.end(), [](char c) { return is_digit(c) || c == '.'; });
+    if (looks_numeric) {
+      in_addr ignored{};
+      if (inet_pton(AF_INET, std::string(host).c_str(), &ignored) != 1) {
+        return "'" + std::string(host) + "' is not an IPv4 address";
+      }
+    } else if (use != AddressUse::peer && host != "localhost") {
+      // Bound without a DNS lookup (see net_address.cpp).
+      return "a listen address needs an IP address or localhost, not '" + std::string(host) + "'";
+    } else if (!is_hostname(host)) {
+      return "'" + std::string(host) + "' is not a valid host name";
+    }
+  }
+  const auto number = port.size() <= 5 ? parse_unsigned(port) : std::nullopt;
+  if (!number || *number > 65535) return "port must be a number from 0 to 65535";
+  if (*number == 0 && use == AddressUse::peer) return "port 0 is only valid for listen addresses";
+  if (use == AddressUse::raft) {
+    in_addr ipv4{};
+    if (inet_pton(AF_INET, std::string(host).c_str(), &ipv4) != 1) {
+      return "the raft address must be an IPv4 address (the other members dial it)";
+    }
+    if (ipv4.s_addr == INADDR_ANY) return "the raft address is what the other members dial; 0.0.0.0 is not one";
+    if (*number == 0) return "the raft address is stored in the log; it needs a fixed port, not 0";
+  }
+  return std::nullopt;
+}
 
 bool is_node_id(std::string_view id) {
   return !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {

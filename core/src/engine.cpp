@@ -228,6 +228,7 @@ void Engine::Services::start() {
                                          .add("mesh", mesh->local_address())
                                          .add("dataDir", config.node.data_dir));
   info.first_seq = started->seq;
+  cluster->open_announcements();
   // Handlers exist before READY=1, so a SIGHUP or SIGTERM right after it is
   // handled, not fatal.
   signals.emplace(io, SIGINT, SIGTERM, SIGHUP);

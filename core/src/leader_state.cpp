@@ -20,7 +20,7 @@ std::optional<LeaderAnnouncement> LeaderStateTracker::observe(Clock::time_point 
     candidate_ = seen;
     candidate_since_ = now;
   }
-  if (now - candidate_since_ < stability_) return std::nullopt;
+  if (now - candidate_since_ < stability_ && !(seen && observation.sole_voter)) return std::nullopt;
   return announce(observation);
 }
 

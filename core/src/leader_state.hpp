@@ -12,7 +12,9 @@
 //    counted, never announced;
 //  - the first announcement after start is the first state that holds, so a
 //    node never emits a leaderless/has_leader pair while it boots;
-//  - a re-election of the same leader in a new term is not a transition.
+//  - a re-election of the same leader in a new term is not a transition;
+//  - a leader that is the only voter is announced without the window (it
+//    cannot flap), so a single-node cluster is ready as soon as it is.
 //
 // Pure: no clock, no timer, no threads; the caller passes `now` and arms a
 // timer at next_check(). Not thread-safe.
@@ -28,6 +30,10 @@ namespace zctl {
 struct LeaderObservation {
   uint64_t term = 0;
   std::optional<std::string> validated_leader;  // nullopt: no validated leader
+  // The validated leader is this node and the only voter. Its leadership
+  // then ends only when it stops or commits a configuration change itself:
+  // there is no flap to wait out, so the state is announced at once.
+  bool sole_voter = false;
 };
 
 struct LeaderAnnouncement {

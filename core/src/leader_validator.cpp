@@ -10,6 +10,12 @@ raft_id raft_id_of(const std::string& node_id) {
   return id == 0 ? 1 : id;
 }
 
+unsigned voter_count(const raft_configuration& configuration) {
+  unsigned voters = 0;
+  for (unsigned i = 0; i < configuration.n; ++i) voters += configuration.servers[i].role == RAFT_VOTER;
+  return voters;
+}
+
 int snapshot_cluster_state(const ClusterState& state, raft_buffer* bufs[], unsigned* n_bufs) {
   const std::string text = state.snapshot();
   *bufs = static_cast<raft_buffer*>(raft_malloc(sizeof(raft_buffer)));
@@ -85,6 +91,7 @@ LeaderObservation LeaderValidator::observe(raft* r, raft_time now) const {
     if (announce_committed_term_ == term && committed_barrier_term_ == term &&
         now - committed_barrier_sent_at_ < election_timeout_) {
       observation.validated_leader = node_id_;
+      observation.sole_voter = voter_count(r->configuration) == 1;
     }
     return observation;
   }

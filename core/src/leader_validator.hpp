@@ -95,4 +95,7 @@ void restore_cluster_state(ClusterState& state, raft_buffer* buf);
 // id on every node and across restarts.
 raft_id raft_id_of(const std::string& node_id);
 
+// Voters in the latest (possibly uncommitted) configuration.
+unsigned voter_count(const raft_configuration& configuration);
+
 }  // namespace zctl

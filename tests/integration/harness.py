@@ -4,7 +4,9 @@ them by pid even when a test fails."""
 
 import json
 import os
+import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,10 +32,28 @@ def wait_for(condition, timeout=10.0, interval=0.01, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+# Below the kernel's ephemeral range (32768-60999 by default): a port the
+# kernel handed out for bind(0) and we released can be taken by any outgoing
+# connection of a test running in parallel before the node binds it.
+_PORT_RANGE = (20000, 32767)
+_port_picker = random.Random(os.getpid() ^ time.monotonic_ns())
+
+
+# What a default (single-voter) node emits as it starts, in this order: a
+# sole voter is announced as leader without waiting out leader_stability.
+START_EVENTS = ["started", "state.has_leader", "leadership.gained"]
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(200):
+        port = _port_picker.randint(*_PORT_RANGE)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise AssertionError(f"no free port in {_PORT_RANGE}")
 
 
 def http_get(url, headers=None, timeout=5):
@@ -102,12 +122,24 @@ class Node:
         return args + self.extra_args
 
     def start(self, wait=True):
+        first_start = self.raft_port is None
         self.admin_url = None
         self.proc = subprocess.Popen(
             self.args(), stdout=open(self.stdout_path, "w"), stderr=open(self.stderr_path, "w"), env=self.env
         )
         if wait:
-            self.admin_url = wait_for(self._printed_admin_url, timeout=10, what=f"{self.node_id} to start")
+            try:
+                self.admin_url = wait_for(self._printed_admin_url, timeout=10, what=f"{self.node_id} to start")
+            except AssertionError:
+                # Another test took the raft port we picked between our check
+                # and the node's bind: pick again (raft stores its address, so
+                # only before the first start).
+                if not (first_start and self.raft_port and f":{self.raft_port}" in self.stderr()
+                        and "address already in use" in self.stderr()):
+                    raise
+                self.raft_port = None
+                shutil.rmtree(os.path.join(self.data_dir, "raft"), ignore_errors=True)
+                return self.start(wait)
             m = re.search(r"mesh\s+(\S+):(\d+)", self.stdout())
             self.mesh_address = (m.group(1), int(m.group(2))) if m else None
         return self

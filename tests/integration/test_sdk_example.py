@@ -36,11 +36,13 @@ class SdkExampleTest(NodeTestCase):
         harness.ZCTL = installed_zctl
         try:
             node = self.node("n1", config=config).start()
-            wait_for(lambda: os.path.exists(counts) and json.load(open(counts)).get("total") == 1, what="counter file")
+            wait_for(lambda: os.path.exists(counts) and json.load(open(counts)).get("total") == len(harness.START_EVENTS),
+                     what="counter file")
             self.assertEqual(node.stop(), 0)
         finally:
             harness.ZCTL = os.environ.get("ZCTL_BIN", "zctl")
-        self.assertEqual(json.load(open(counts))["namespaces"], {"node": 2})
+        # started and stopping; the cluster's has_leader and leadership.gained
+        self.assertEqual(json.load(open(counts))["namespaces"], {"node": 2, "cluster": 2})
 
 
 if __name__ == "__main__":

@@ -14,6 +14,11 @@ import time
 
 from harness import NodeTestCase, TEST_PLUGIN_DIR, http_get, main, read_events, wait_for
 
+
+def node_event_types(path):
+    """The node/* event types in a file sink's output (cluster events interleave by timing)."""
+    return [e["eventType"] for e in read_events(path) if e["namespace"] == "node"]
+
 ENVELOPE = ["namespace", "eventType", "event_src_id", "timestamp", "seq"]
 RFC3339_NANO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}[+-]\d{2}:\d{2}$")
 
@@ -43,13 +48,16 @@ class ServeTest(NodeTestCase):
 
     def test_sigterm_stops_cleanly_and_seq_continues_contiguously_after_restart(self):
         node = self.node("n1").start()
+        wait_for(lambda: node.get("/readyz")[0] == 200, what="ready")
         self.assertEqual(node.stop(), 0)
         events = node.events()
-        self.assertEqual([(e["eventType"], e["seq"]) for e in events], [("started", 1), ("stopping", 2)])
-        self.assertEqual(events[1]["reason"], "SIGTERM")
+        self.assertEqual([(e["eventType"], e["seq"]) for e in events],
+                         [("started", 1), ("state.has_leader", 2), ("leadership.gained", 3), ("stopping", 4)])
+        self.assertEqual(events[-1]["reason"], "SIGTERM")
         node.start()
+        wait_for(lambda: node.get("/readyz")[0] == 200, what="ready again")
         self.assertEqual(node.stop(), 0)
-        self.assertEqual([e["seq"] for e in node.events()], [1, 2, 3, 4])
+        self.assertEqual([e["seq"] for e in node.events()], list(range(1, 9)))
 
     def test_seq_is_never_reused_after_kill_9(self):
         node = self.node("n1").start()
@@ -66,13 +74,15 @@ class ServeTest(NodeTestCase):
 
     def test_sighup_reopens_the_file_sink_for_logrotate(self):
         node = self.node("n1").start()
-        wait_for(lambda: node.events(), what="started event")
+        # started, state.has_leader and leadership.gained written before the rotation
+        wait_for(lambda: len(node.events()) == 3, what="the start-up events")
         rotated = node.events_file + ".1"
         os.rename(node.events_file, rotated)
         node.signal(signal.SIGHUP)
         wait_for(lambda: os.path.exists(node.events_file), what="file sink to reopen")
         node.stop()
-        self.assertEqual([e["eventType"] for e in read_events(rotated)], ["started"])
+        self.assertEqual([e["eventType"] for e in read_events(rotated)],
+                         ["started", "state.has_leader", "leadership.gained"])
         self.assertEqual([e["eventType"] for e in node.events()], ["stopping"])
 
     def test_sighup_applies_a_changed_sink_config_and_keeps_unchanged_ones(self):
@@ -86,8 +96,8 @@ class ServeTest(NodeTestCase):
         node.signal(signal.SIGHUP)
         wait_for(lambda: "reconfigured" in node.stderr(), what="reload to apply")
         node.stop()
-        self.assertEqual([e["eventType"] for e in read_events(other)], ["started"])
-        self.assertEqual([e["eventType"] for e in read_events(moved)], ["stopping"])
+        self.assertEqual(node_event_types(other), ["started"])
+        self.assertEqual(node_event_types(moved), ["stopping"])
 
     def test_sighup_cannot_move_a_spool_and_keeps_the_running_one(self):
         events = os.path.join(self.workdir, "events.jsonl")
@@ -102,7 +112,7 @@ class ServeTest(NodeTestCase):
         wait_for(lambda: "spool settings cannot change on reload" in node.stderr(), what="the refusal")
         self.assertFalse(os.path.exists(second))
         self.assertEqual(node.stop(), 0)
-        self.assertEqual([e["eventType"] for e in read_events(events)], ["started", "stopping"])
+        self.assertEqual(node_event_types(events), ["started", "stopping"])
 
     def test_shipped_example_configs_are_valid(self):
         source = os.environ.get("ZCTL_SOURCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..")
@@ -172,33 +182,44 @@ class ServeTest(NodeTestCase):
     def test_sse_stream_replays_then_follows_live_through_curl(self):
         node = self.node("n1").start()
         out = os.path.join(self.workdir, "curl.out")
-        curl = self.spawn(["curl", "-sN", node.admin_url + "/v1/events?since=0"], stdout=open(out, "w"))
+        curl = self.spawn(["curl", "-sN", node.admin_url + "/v1/events?since=0&namespace=node"],
+                          stdout=open(out, "w"))
         wait_for(lambda: "event: node/started" in open(out).read(), what="replay of node/started")
         node.stop()
         curl.wait(timeout=5)
         text = open(out).read()
         blocks = [b for b in text.split("\n\n") if b.startswith("id:")]
         self.assertEqual(len(blocks), 2, text)
-        self.assertTrue(blocks[1].startswith("id: 2\nevent: node/stopping\ndata: {"), blocks[1])
+        stopping = next(e for e in node.events() if e["eventType"] == "stopping")
+        self.assertTrue(blocks[1].startswith(f"id: {stopping['seq']}\nevent: node/stopping\ndata: {{"), blocks[1])
         data = json.loads(blocks[1].split("data: ", 1)[1])
-        self.assertEqual(data, node.events()[1])
+        self.assertEqual(data, stopping)
 
     def test_live_stream_starts_by_telling_the_client_its_position(self):
         node = self.node("n1").start()
+        # Ready: started (1), then the cluster's state.has_leader (2) and leadership.gained (3).
+        wait_for(lambda: node.get("/readyz")[0] == 200, what="ready")
         out = subprocess.run(["curl", "-sN", "--max-time", "0.5", node.admin_url + "/v1/events?namespace=node"],
                              capture_output=True, text=True).stdout
-        # Resuming from here after a drop loses nothing, even before any event.
-        self.assertEqual(out, "retry: 1000\n\nid: 1\n\n")
+        # Resuming from here after a drop loses nothing, even before any
+        # event of the namespace asked for.
+        self.assertEqual(out, "retry: 1000\n\nid: 3\n\n")
 
     def test_gap_is_announced_when_the_journal_no_longer_holds_events(self):
         node = self.node("n1", config="events: { journal_size: 1 }\n").start()
         node.stop()
-        node.start()  # journal now holds only seq 3 (started)
-        status_line = subprocess.run(
+        node.start()
+        wait_for(lambda: node.get("/readyz")[0] == 200, what="ready")  # the second run's events are out
+        text = subprocess.run(
             ["curl", "-sN", "--max-time", "1", node.admin_url + "/v1/events?since=0"], capture_output=True, text=True
         ).stdout
-        self.assertIn('event: gap\ndata: {"from":1,"to":2,"oldest":3}', status_line)
-        self.assertIn("id: 3\nevent: node/started", status_line)
+        # The journal holds only the newest event; everything before it is the gap.
+        gap = re.search(r'event: gap\ndata: \{"from":1,"to":(\d+),"oldest":(\d+)\}', text)
+        self.assertIsNotNone(gap, text)
+        newest = int(gap.group(2))
+        self.assertEqual(int(gap.group(1)), newest - 1)
+        self.assertGreaterEqual(newest, 5, text)  # after the first run's 3 events and its stopping
+        self.assertEqual([b.split("\n")[0] for b in text.split("\n\n") if b.startswith("id:")], [f"id: {newest}"])
 
     def test_tells_a_service_manager_when_ready_reloading_and_stopping(self):
         path = os.path.join(self.workdir, "notify.sock")
@@ -229,6 +250,21 @@ class ServeTest(NodeTestCase):
         self.assertEqual(code, 1)
         self.assertRegex(err, r"n1\.yaml:3:5: mesh\.stray: unknown key 'gracePeriod' \(did you mean 'grace_period'\?\)")
         self.assertRegex(err, r"n1\.yaml:4:\d+: events\.journal_size: ")
+
+    def test_invalid_address_flags_are_config_errors_naming_the_flag(self):
+        for flags, expected in [
+            (["--mesh", "bogus"], "--mesh: invalid address 'bogus': missing ':PORT'"),
+            (["--admin", "ctrl1.example.com:1"], "--admin: invalid address 'ctrl1.example.com:1': a listen address needs"),
+            (["--raft", "0.0.0.0:6263"], "--raft: invalid address '0.0.0.0:6263': the raft address is what the other members dial"),
+            (["--raft", "127.0.0.1:0"], "--raft: invalid address '127.0.0.1:0': the raft address is stored in the log"),
+            (["--join", "10.0.0.1:0"], "--join: invalid address '10.0.0.1:0': port 0 is only valid for listen addresses"),
+        ]:
+            with self.subTest(flags=flags):
+                node = self.node("flags", extra_args=flags)
+                code, _, err = node.run_to_exit()
+                self.assertEqual(code, 1, err)
+                self.assertIn(expected, err)
+                self.assertIn("configuration invalid", err)
 
     def test_invalid_yaml_exits_1(self):
         node = self.node("n1", config="sinks: [ {name: x\n")
@@ -385,11 +421,13 @@ class PluginFailureTest(NodeTestCase):
     def test_async_plugin_delivers_through_completion(self):
         path = os.path.join(self.workdir, "async.jsonl")
         node = self.node("n1", config=self.config([sink_config("a", "recording", {"path": path, "async": True})])).start()
-        wait_for(lambda: read_events(path), what="async delivery")
-        _, _, metrics = node.get("/metrics")
-        self.assertIn('controller_sink_events_total{sink="a",result="delivered"} 1', metrics)
+        # started, then the single voter's state.has_leader and leadership.gained
+        wait_for(lambda: len(read_events(path)) == 3, what="async delivery")
+        wait_for(lambda: 'controller_sink_events_total{sink="a",result="delivered"} 3' in node.get("/metrics")[2],
+                 what="completions counted")
         node.stop()
-        self.assertEqual([e["eventType"] for e in read_events(path)], ["started", "stopping"])
+        self.assertEqual([e["eventType"] for e in read_events(path)],
+                         ["started", "state.has_leader", "leadership.gained", "stopping"])
 
 
 if __name__ == "__main__":

@@ -502,6 +502,36 @@ struct ChangeWait {
 
 }  // namespace
 
+TEST_CASE("cluster fixture: a single voter announces itself as soon as it is validated, once", "[cluster_fixture]") {
+  Cluster c(1);
+  REQUIRE(c.run_until([&] { return !c.node(0).events.empty(); }, 10 * kElectionTimeout));
+  REQUIRE(c.node(0).raw_changes.back().second == std::optional<std::string>("n1"));
+  // No leader_stability wait: a sole voter's leadership cannot flap.
+  CHECK(c.node(0).events[0].at == c.node(0).raw_changes.back().first);
+  CHECK(c.node(0).validator->observe(c.r(0), c.now()).sole_voter);
+
+  // A spare does not vote: still the only voter. A second voter ends it.
+  const unsigned joiner = c.add_server();
+  const std::string address = std::to_string(c.node(joiner).rid);  // the fixture's address scheme
+  ChangeWait add;
+  add.req.data = &add;
+  REQUIRE(raft_add(c.r(0), &add.req, c.node(joiner).rid, address.c_str(), ChangeWait::cb) == 0);
+  REQUIRE(c.run_until([&] { return add.done; }, 3000));
+  CHECK(c.node(0).validator->observe(c.r(0), c.now()).sole_voter);
+  ChangeWait assign;
+  assign.req.data = &assign;
+  REQUIRE(raft_assign(c.r(0), &assign.req, c.node(joiner).rid, RAFT_VOTER, ChangeWait::cb) == 0);
+  REQUIRE(c.run_until([&] { return assign.done; }, 5000));
+  REQUIRE(assign.status == 0);
+  c.run_for(1000);
+  CHECK_FALSE(c.node(0).validator->observe(c.r(0), c.now()).sole_voter);
+  CHECK(c.node(0).texts() == Texts{"has:n1"});
+  // The new voter's first announcement waits out the window as usual.
+  REQUIRE(c.node(joiner).events.size() == 1);
+  CHECK(c.node(joiner).events[0].at - c.node(joiner).raw_changes.front().first >= static_cast<raft_time>(kStability.count()));
+  CHECK(c.violations().empty());
+}
+
 TEST_CASE("cluster fixture: a voter joins while a follower is down; announcements stay consistent",
           "[cluster_fixture]") {
   Cluster c(3);

@@ -135,7 +135,7 @@ mesh:
 cluster:
   id: prod-eu
   allowed_nodes: [ ctrl1, ctrl2 ]
-  raft_listen: "[::1]:6263"
+  raft_listen: 10.0.0.1:6263
   bootstrap: false
   join: [ 10.0.0.1:6262, ctrl2.example.com:6262 ]
   election_timeout: 2s
@@ -172,7 +172,7 @@ sinks:
   CHECK(config.mesh.flood.max_connections_per_source == 7);
   CHECK(config.cluster.id == "prod-eu");
   CHECK(config.cluster.allowed_nodes == std::vector<std::string>{"ctrl1", "ctrl2"});
-  CHECK(config.cluster.raft_listen == "[::1]:6263");
+  CHECK(config.cluster.raft_listen == "10.0.0.1:6263");
   CHECK(config.cluster.join == std::vector<std::string>{"10.0.0.1:6262", "ctrl2.example.com:6262"});
   CHECK(config.cluster.election_timeout == 2s);
   CHECK(config.cluster.heartbeat == 200ms);
@@ -449,6 +449,22 @@ TEST_CASE("listen and peer addresses must be HOST:PORT", "[config]") {
   CHECK(
       only_error("cluster: { join: [ -bad-.example:1 ] }").message.find("not a valid host name") !=
       std::string::npos);
+}
+
+TEST_CASE("the raft address is a fixed IPv4 address the other members can dial", "[config]") {
+  CHECK(parsed("cluster: { raft_listen: 10.0.0.1:6263 }").cluster.raft_listen == "10.0.0.1:6263");
+  const auto raft_error = [](const char* address) {
+    return only_error(std::string("cluster:\n  raft_listen: ") + address + "\n").message;
+  };
+  CHECK(raft_error("0.0.0.0:6263").find("0.0.0.0 is not one") != std::string::npos);
+  CHECK(raft_error("127.0.0.1:0").find("needs a fixed port, not 0") != std::string::npos);
+  CHECK(raft_error("\"[::1]:6263\"").find("must be an IPv4 address") != std::string::npos);
+  CHECK(raft_error("localhost:6263").find("must be an IPv4 address") != std::string::npos);
+  // The shared rule the command-line flags use as well.
+  using zctl::AddressUse;
+  CHECK_FALSE(zctl::address_problem("127.0.0.1:6263", AddressUse::raft).has_value());
+  CHECK(zctl::address_problem("127.0.0.1:0", AddressUse::listen) == std::nullopt);
+  CHECK(zctl::address_problem("bogus", AddressUse::listen) == std::optional<std::string>("missing ':PORT'"));
 }
 
 TEST_CASE("TLS settings must be complete", "[config]") {

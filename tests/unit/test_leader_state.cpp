@@ -121,6 +121,18 @@ TEST_CASE("leader state: next_check says when a pending state becomes due", "[le
   CHECK_FALSE(tracker.next_check().has_value());
 }
 
+TEST_CASE("leader state: a leader that is the only voter is announced without the window", "[leader]") {
+  LeaderStateTracker tracker(300ms);
+  LeaderObservation sole = leader("a", 1);
+  sole.sole_voter = true;
+  CHECK(run(tracker, t0, 100ms, none(0)).empty());
+  CHECK(run(tracker, t0 + 100ms, 1ms, sole) == std::vector<std::string>{"has:a@1"});
+  CHECK_FALSE(tracker.next_check().has_value());
+  // Losing it is debounced as ever (the flag only ever marks a leader).
+  CHECK(run(tracker, t0 + 101ms, 300ms, none(2)).empty());
+  CHECK(run(tracker, t0 + 401ms, 1ms, none(2)) == std::vector<std::string>{"none(a)@2"});
+}
+
 TEST_CASE("leader state: with no window every change is announced at once", "[leader]") {
   LeaderStateTracker tracker(0ms);
   CHECK(run(tracker, t0, 1ms, leader("a", 1)) == std::vector<std::string>{"has:a@1"});

@@ -180,4 +180,14 @@ std::string_view to_string(WhenFull when_full);
 // mesh frames, file names and metric labels).
 bool is_node_id(std::string_view id);
 
+// Where an address is used decides what it may be: a listen address needs
+// an IP or localhost and may use port 0; a peer address may be any host name
+// but needs a port; the raft address (bound, and stored in the log for the
+// others to dial) needs an IPv4 address other than 0.0.0.0 and a fixed port.
+enum class AddressUse { listen, peer, raft };
+
+// Why `text` is not a usable HOST:PORT for `use`, or nullopt when it is. The
+// config reader and the command-line flags share these rules.
+std::optional<std::string> address_problem(std::string_view text, AddressUse use);
+
 }  // namespace zctl

@@ -10,6 +10,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
@@ -22,6 +23,7 @@
 #include "zctl/core/config.hpp"
 #include "zctl/core/detail/json_text.hpp"
 #include "net_address.hpp"
+#include "tls_context.hpp"
 #include "event_filter.hpp"
 #include "zctl/core/journal.hpp"
 #include "zctl/core/log.hpp"
@@ -33,6 +35,7 @@ namespace zctl {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = boost::asio::ssl;
 using asio::ip::tcp;
 using Request = http::request<http::string_body>;
 using Response = http::response<http::string_body>;
@@ -165,9 +168,18 @@ EventStreamQuery parse_event_stream_query(std::string_view target, std::string_v
 struct ClusterCall;
 
 struct AdminServer::Session : std::enable_shared_from_this<AdminServer::Session> {
-  Session(AdminServer& owner, tcp::socket socket) : server(owner), stream(std::move(socket)) {}
+  Session(AdminServer& owner, tcp::socket socket) : server(owner), stream(std::move(socket)) {
+    if (owner.tls_) tls = std::make_unique<beast::ssl_stream<beast::tcp_stream&>>(stream, *owner.tls_);
+  }
 
   asio::awaitable<void> run();
+  // Every read and write goes through these, over TLS when it is on; the
+  // deadline is always the tcp_stream's.
+  asio::awaitable<void> read_request(beast::flat_buffer& buffer, http::request_parser<http::string_body>& parser);
+  template <typename Message>
+  asio::awaitable<void> write_message(Message& message);
+  asio::awaitable<void> write_bytes(const std::string& bytes);
+  asio::awaitable<void> close();
   asio::awaitable<void> serve_events(const Request& req);
   std::optional<Response> refuse_unauthorized(const Request& req) const;
   Response handle(const Request& req);
@@ -177,6 +189,7 @@ struct AdminServer::Session : std::enable_shared_from_this<AdminServer::Session>
 
   AdminServer& server;
   beast::tcp_stream stream;
+  std::unique_ptr<beast::ssl_stream<beast::tcp_stream&>> tls;  // over `stream`; null without TLS
 };
 
 AdminServer::AdminServer(asio::io_context& io, Journal& journal, MetricsRegistry& metrics, const SinkHost& sinks,
@@ -241,7 +254,14 @@ std::string cluster_view_json(const ClusterView& view, const std::function<bool(
   return body;
 }
 
-void AdminServer::listen(const std::string& address) {
+void AdminServer::listen(const std::string& address, const TlsConfig& tls) {
+  if (tls.enabled()) {
+    tls_ = std::make_unique<ssl::context>(make_server_tls_context(tls, "admin.tls"));
+    tls_failures_ = &metrics_.counter("controller_admin_tls_handshake_failures_total",
+                                      "Admin API connections whose TLS handshake failed (no or untrusted client "
+                                      "certificate, plain HTTP to the HTTPS port, ...).")
+                         .with({});
+  }
   const tcp::endpoint endpoint = resolve_listen_address(address);
   boost::system::error_code ec;
   acceptor_.open(endpoint.protocol(), ec);
@@ -251,6 +271,8 @@ void AdminServer::listen(const std::string& address) {
   if (ec) throw std::runtime_error("admin API cannot listen on " + address + ": " + ec.message());
   accept_loop();
 }
+
+std::string AdminServer::url() const { return (tls_ ? "https://" : "http://") + local_address(); }
 
 std::string AdminServer::local_address() const {
   boost::system::error_code ec;
@@ -539,7 +561,7 @@ Response AdminServer::Session::cluster_response(const Request& req, const Cluste
   body += "}";
   Response res = json_response(req, status_of(reply.code), std::move(body));
   if (reply.code == ClusterReply::Code::not_leader) {
-    res.set(http::field::location, "http://" + reply.leader_admin + std::string(req.target()));
+    res.set(http::field::location, (server.tls_ ? "https://" : "http://") + reply.leader_admin + std::string(req.target()));
   }
   return res;
 }
@@ -548,17 +570,28 @@ asio::awaitable<void> AdminServer::Session::run() {
   auto self = shared_from_this();
   beast::flat_buffer buffer;
   try {
+    if (tls) {
+      stream.expires_after(kRequestTimeout);
+      boost::system::error_code ec;
+      co_await tls->async_handshake(ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
+      if (ec) {
+        server.tls_failures_->inc();
+        log_info("admin API: TLS handshake with " + format_endpoint(stream.socket().remote_endpoint(ec)) +
+                 " failed: " + ec.message());
+        co_await close();
+        co_return;
+      }
+    }
     for (;;) {
       http::request_parser<http::string_body> parser;
       parser.header_limit(16 * 1024);
       parser.body_limit(64 * 1024);
-      stream.expires_after(kRequestTimeout);
-      co_await http::async_read(stream, buffer, parser, asio::use_awaitable);
+      co_await read_request(buffer, parser);
       Request req = parser.release();
       const std::string_view target(req.target().data(), req.target().size());
       if (target.substr(0, target.find('?')) == "/v1/events" && req.method() == http::verb::get) {
         if (auto refusal = refuse_unauthorized(req)) {
-          co_await http::async_write(stream, *refusal, asio::use_awaitable);
+          co_await write_message(*refusal);
         } else {
           co_await serve_events(req);
         }
@@ -581,7 +614,7 @@ asio::awaitable<void> AdminServer::Session::run() {
         }
       }
       const bool keep_alive = res.keep_alive();
-      co_await http::async_write(stream, res, asio::use_awaitable);
+      co_await write_message(res);
       if (!keep_alive) break;
     }
   } catch (const boost::system::system_error& e) {
@@ -591,7 +624,46 @@ asio::awaitable<void> AdminServer::Session::run() {
       log_debug(std::string("admin API: connection ended: ") + e.what());
     }
   }
+  co_await close();
+}
+
+asio::awaitable<void> AdminServer::Session::read_request(beast::flat_buffer& buffer,
+                                                         http::request_parser<http::string_body>& parser) {
+  stream.expires_after(kRequestTimeout);
+  if (tls) {
+    co_await http::async_read(*tls, buffer, parser, asio::use_awaitable);
+  } else {
+    co_await http::async_read(stream, buffer, parser, asio::use_awaitable);
+  }
+}
+
+template <typename Message>
+asio::awaitable<void> AdminServer::Session::write_message(Message& message) {
+  stream.expires_after(kStreamWriteTimeout);
+  if (tls) {
+    co_await http::async_write(*tls, message, asio::use_awaitable);
+  } else {
+    co_await http::async_write(stream, message, asio::use_awaitable);
+  }
+}
+
+asio::awaitable<void> AdminServer::Session::write_bytes(const std::string& bytes) {
+  stream.expires_after(kStreamWriteTimeout);
+  if (tls) {
+    co_await asio::async_write(*tls, asio::buffer(bytes), asio::use_awaitable);
+  } else {
+    co_await asio::async_write(stream, asio::buffer(bytes), asio::use_awaitable);
+  }
+}
+
+// A TLS session ends with close_notify, so that a client reading a
+// close-delimited body (the event stream) sees a clean end, not a truncation.
+asio::awaitable<void> AdminServer::Session::close() {
   boost::system::error_code ec;
+  if (tls && !server.stopped_) {
+    stream.expires_after(std::chrono::seconds(1));
+    co_await tls->async_shutdown(asio::redirect_error(asio::use_awaitable, ec));
+  }
   stream.socket().shutdown(tcp::socket::shutdown_both, ec);
   stream.socket().close(ec);
 }
@@ -601,8 +673,8 @@ asio::awaitable<void> AdminServer::Session::serve_events(const Request& req) {
   const std::string_view target(req.target().data(), req.target().size());
   const EventStreamQuery query = parse_event_stream_query(target, std::string_view(last_id.data(), last_id.size()));
   if (!query.valid) {
-    co_await http::async_write(stream, error_response(req, http::status::bad_request, "bad_request", query.error),
-                               asio::use_awaitable);
+    auto refusal = error_response(req, http::status::bad_request, "bad_request", query.error);
+    co_await write_message(refusal);
     co_return;
   }
   // The body is close-delimited: no length, no chunking, so any SSE client
@@ -643,8 +715,7 @@ asio::awaitable<void> AdminServer::Session::serve_events(const Request& req) {
         // This client read slower than events arrived and the journal wrapped
         // past it: tell it and hang up; it can resume and learn the gap.
         out += "event: overflow\ndata: " + gap + "\n\n";
-        stream.expires_after(kStreamWriteTimeout);
-        co_await asio::async_write(stream, asio::buffer(out), asio::use_awaitable);
+        co_await write_bytes(out);
         co_return;
       }
     }
@@ -654,8 +725,7 @@ asio::awaitable<void> AdminServer::Session::serve_events(const Request& req) {
       next = event->seq + 1;
     }
     if (!out.empty()) {
-      stream.expires_after(kStreamWriteTimeout);
-      co_await asio::async_write(stream, asio::buffer(out), asio::use_awaitable);
+      co_await write_bytes(out);
       out.clear();
       if (batch.size() == kStreamReadChunk) continue;  // more is waiting
     }

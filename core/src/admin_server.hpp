@@ -24,13 +24,19 @@
 
 #include "zctl/core/event_bus.hpp"
 
+namespace boost::asio::ssl {
+class context;
+}
+
 namespace zctl {
 
 class ClusterEngine;
+class Counter;
 struct ClusterView;
 class Journal;
 class MetricsRegistry;
 class SinkHost;
+struct TlsConfig;
 
 struct Readiness {
   bool ready = false;
@@ -43,10 +49,12 @@ class AdminServer : public EventConsumer {
               std::function<Readiness()> readiness, std::string bearer_token);
   ~AdminServer() override;
 
-  // Binds "HOST:PORT" (port 0 = any). Throws std::runtime_error with the
-  // address and the system's reason.
-  void listen(const std::string& address);
+  // Binds "HOST:PORT" (port 0 = any) and, when `tls` is enabled, serves
+  // HTTPS only. Throws std::runtime_error with the address and the system's
+  // reason, or naming the TLS file that cannot be loaded ("admin.tls: ...").
+  void listen(const std::string& address, const TlsConfig& tls);
   std::string local_address() const;  // "127.0.0.1:6280", after listen()
+  std::string url() const;            // "https://127.0.0.1:6280" with TLS
 
   // Serves /v1/cluster from `cluster`; `connected` says whether a mesh
   // session with a member is up (any thread). Before the first request.
@@ -56,7 +64,6 @@ class AdminServer : public EventConsumer {
   void stop();
 
   struct Session;
-  struct Stream;
 
  private:
   void accept_loop();
@@ -69,6 +76,8 @@ class AdminServer : public EventConsumer {
   std::string bearer_token_;
   ClusterEngine* cluster_ = nullptr;
   std::function<bool(const std::string&)> peer_connected_;
+  std::unique_ptr<boost::asio::ssl::context> tls_;  // null: plain HTTP
+  Counter* tls_failures_ = nullptr;                   // with TLS only
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::steady_timer accept_retry_;
   std::atomic<bool> wake_posted_{false};

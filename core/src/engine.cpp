@@ -189,9 +189,6 @@ void Engine::Services::start() {
   bus->attach(sinks.get());
   sinks_attached = true;
 
-  if (config.admin.tls.enabled()) {
-    throw StartupError(kExitConfig, "admin.tls is not supported by this version; remove it or terminate TLS in front of the admin API");
-  }
   const std::string token = config.admin.token_file.empty() ? std::string() : read_token_file("admin.token_file", config.admin.token_file);
   admin = std::make_unique<AdminServer>(
       io, *journal, *metrics, *sinks,
@@ -203,9 +200,10 @@ void Engine::Services::start() {
       },
       token);
   try {
-    admin->listen(config.admin.listen);
+    admin->listen(config.admin.listen, config.admin.tls);
   } catch (const std::exception& e) {
-    throw StartupError(kExitRuntime, e.what());
+    // Unreadable or unusable TLS files are configuration; a busy port is not.
+    throw StartupError(std::string_view(e.what()).rfind("admin.tls", 0) == 0 ? kExitConfig : kExitRuntime, e.what());
   }
   bus->attach(admin.get());
   admin_attached = true;
@@ -214,7 +212,7 @@ void Engine::Services::start() {
 
   info.node_id = config.node.id;
   info.data_dir = config.node.data_dir;
-  info.admin_url = "http://" + admin->local_address();
+  info.admin_url = admin->url();
   info.mesh_address = mesh->local_address();
   for (const auto& s : config.sinks) info.sinks.push_back(s.name + " (" + s.plugin + ")");
   info.plugin_path = config.plugins.path;

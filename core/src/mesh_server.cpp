@@ -29,6 +29,7 @@
 #include "mesh_protocol.hpp"
 #include "net_address.hpp"
 #include "stray_reporter.hpp"
+#include "tls_context.hpp"
 #include "zctl/core/event.hpp"
 #include "zctl/core/event_bus.hpp"
 #include "zctl/core/log.hpp"
@@ -963,31 +964,7 @@ MeshServer::~MeshServer() { stop(); }
 void MeshServer::listen() {
   Impl& s = *impl_;
   const auto& tls = s.settings.mesh.tls;
-  if (tls.enabled()) {
-    // OpenSSL's own message for a missing file is unhelpful; say which one.
-    for (const std::string* file : {&tls.cert_file, &tls.key_file, &tls.ca_file}) {
-      if (!file->empty() && ::access(file->c_str(), R_OK) != 0) {
-        throw std::runtime_error("mesh.tls: cannot read " + *file + ": " + std::strerror(errno));
-      }
-    }
-    try {
-      ssl::context context(ssl::context::tls_server);
-      context.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                          ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
-      context.use_certificate_chain_file(tls.cert_file);
-      context.use_private_key_file(tls.key_file, ssl::context::pem);
-      if (!tls.ca_file.empty()) context.load_verify_file(tls.ca_file);
-      if (tls.require_client_cert) {
-        context.set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
-      } else if (!tls.ca_file.empty()) {
-        context.set_verify_mode(ssl::verify_peer);
-      }
-      s.tls.emplace(std::move(context));
-    } catch (const boost::system::system_error& e) {
-      throw std::runtime_error("mesh.tls: cannot load certificate, key or CA (" + tls.cert_file + ", " + tls.key_file +
-                               (tls.ca_file.empty() ? "" : ", " + tls.ca_file) + "): " + e.code().message());
-    }
-  }
+  if (tls.enabled()) s.tls.emplace(make_server_tls_context(tls, "mesh.tls"));
   const auto endpoint = resolve_listen_address(s.settings.mesh.listen);
   boost::system::error_code ec;
   s.acceptor.open(endpoint.protocol(), ec);

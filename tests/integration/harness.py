@@ -147,7 +147,7 @@ class Node:
     def _printed_admin_url(self):
         if self.proc.poll() is not None:
             raise AssertionError(f"zctl serve exited with {self.proc.returncode}: {self.stderr()}")
-        m = re.search(r"admin API\s+(http://\S+)", self.stdout())
+        m = re.search(r"admin API\s+(https?://\S+)", self.stdout())
         return m.group(1) if m else None
 
     def stdout(self):
@@ -216,6 +216,25 @@ class NodeTestCase(unittest.TestCase):
     def openssl(self, *args, cwd=None):
         """Runs the openssl command (certificates for TLS tests) in `cwd`, the test's directory by default."""
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=cwd or self.workdir)
+
+    def make_pki(self):
+        """A test CA (ca.pem/key), a server certificate for 127.0.0.1 and a
+        client certificate it signed, and a self-signed "rogue" client the CA
+        never saw; returns their directory."""
+        d = os.path.join(self.workdir, "pki")
+        os.makedirs(d)
+        self.openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=zctl test CA",
+                     "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
+        for name in ("server", "client"):
+            self.openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
+                         "-out", f"{name}.csr", cwd=d)
+            with open(os.path.join(d, f"{name}.ext"), "w") as f:
+                f.write("subjectAltName=IP:127.0.0.1\n" if name == "server" else "extendedKeyUsage=clientAuth\n")
+            self.openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                         "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=d)
+        self.openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=rogue",
+                     "-keyout", "rogue.key", "-out", "rogue.pem", cwd=d)
+        return d
 
     def assert_sink_config_refused(self, plugin, sink, cases):
         """Each (config, message) in `cases` makes `zctl serve` exit 1 naming the sink and the message."""

@@ -427,23 +427,6 @@ class MetricsFormatTest(MeshTestCase):
 
 
 class TlsTest(MeshTestCase):
-    def make_pki(self):
-        d = os.path.join(self.workdir, "pki")
-        os.makedirs(d)
-        self.openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=zctl test CA",
-                "-keyout", "ca.key", "-out", "ca.pem", cwd=d)
-        for name in ("server", "client"):
-            self.openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{name}.key",
-                    "-out", f"{name}.csr", cwd=d)
-            with open(os.path.join(d, f"{name}.ext"), "w") as f:
-                f.write("subjectAltName=IP:127.0.0.1\n" if name == "server" else "extendedKeyUsage=clientAuth\n")
-            self.openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                    "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=d)
-        # A client certificate from a CA the node does not trust.
-        self.openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=rogue",
-                "-keyout", "rogue.key", "-out", "rogue.pem", cwd=d)
-        return d
-
     def tls_client(self, node, pki, cert=None):
         context = ssl.create_default_context(cafile=os.path.join(pki, "ca.pem"))
         if cert:

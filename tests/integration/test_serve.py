@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 
-from harness import NodeTestCase, TEST_PLUGIN_DIR, http_get, main, read_events, wait_for
+from harness import NodeTestCase, TEST_PLUGIN_DIR, http_get, main, metric, read_events, wait_for
 
 
 def node_event_types(path):
@@ -428,6 +428,64 @@ class PluginFailureTest(NodeTestCase):
         node.stop()
         self.assertEqual([e["eventType"] for e in read_events(path)],
                          ["started", "state.has_leader", "leadership.gained", "stopping"])
+
+
+class AdminTlsTest(NodeTestCase):
+    def start_tls_node(self, pki, require_client_cert):
+        config = (f"admin:\n  tls: {{ cert_file: {pki}/server.pem, key_file: {pki}/server.key, ca_file: {pki}/ca.pem,"
+                  f" require_client_cert: {'true' if require_client_cert else 'false'} }}\n")
+        return self.node("n1", config=config).start()
+
+    @staticmethod
+    def curl(pki, url, cert=None, *extra):
+        args = ["curl", "-sS", "--max-time", "5", "--cacert", os.path.join(pki, "ca.pem")]
+        if cert:
+            args += ["--cert", os.path.join(pki, f"{cert}.pem"), "--key", os.path.join(pki, f"{cert}.key")]
+        return subprocess.run(args + list(extra) + [url], capture_output=True, text=True)
+
+    def test_https_only_for_clients_with_a_trusted_certificate(self):
+        pki = self.make_pki()
+        node = self.start_tls_node(pki, require_client_cert=True)
+        self.assertRegex(node.admin_url, r"^https://127\.0\.0\.1:\d+$")
+        wait_for(lambda: '"status":"ready"' in self.curl(pki, node.admin_url + "/readyz", "client").stdout,
+                 what="ready over HTTPS")
+        # The event stream over TLS: replayed, then live until the node stops,
+        # which curl sees as the end of the close-delimited body (exit 0).
+        out = os.path.join(self.workdir, "sse.out")
+        sse = self.spawn(["curl", "-sSN", "--cacert", os.path.join(pki, "ca.pem"),
+                          "--cert", os.path.join(pki, "client.pem"), "--key", os.path.join(pki, "client.key"),
+                          node.admin_url + "/v1/events?since=0&namespace=node"],
+                         stdout=open(out, "w"), stderr=subprocess.PIPE)
+
+        refused = [self.curl(pki, node.admin_url + "/healthz"),                # no client certificate
+                   self.curl(pki, node.admin_url + "/healthz", "rogue"),       # one the CA never signed
+                   subprocess.run(["curl", "-sS", "--max-time", "5",            # plain HTTP to the HTTPS port
+                                   node.admin_url.replace("https://", "http://") + "/healthz"],
+                                  capture_output=True, text=True)]
+        for result in refused:
+            self.assertNotEqual(result.returncode, 0, result.stdout)
+            self.assertNotIn("serving", result.stdout)
+        wait_for(lambda: "event: node/started" in open(out).read(), what="the stream over TLS")
+        metrics = self.curl(pki, node.admin_url + "/metrics", "client").stdout
+        self.assertEqual(metric(metrics, "controller_admin_tls_handshake_failures_total"), 3)
+        self.assertEqual(node.stop(), 0)
+        _, err = sse.communicate(timeout=5)
+        self.assertEqual(sse.returncode, 0, err)
+        self.assertIn("event: node/stopping", open(out).read())
+        self.assertIn("admin API: TLS handshake with 127.0.0.1:", node.stderr())
+
+    def test_without_required_client_certificates_any_tls_client_is_served(self):
+        pki = self.make_pki()
+        node = self.start_tls_node(pki, require_client_cert=False)
+        result = self.curl(pki, node.admin_url + "/healthz")
+        self.assertEqual((result.returncode, result.stdout), (0, '{"status":"serving"}'), result.stderr)
+
+    def test_unreadable_admin_tls_files_are_a_configuration_error(self):
+        node = self.node("n1", config="admin:\n  tls: { cert_file: /nonexistent.pem, key_file: /nonexistent.key,"
+                                      " require_client_cert: false }\n")
+        code, _, err = node.run_to_exit()
+        self.assertEqual(code, 1, err)
+        self.assertIn("admin.tls: cannot read /nonexistent.pem", err)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ namespace {
 struct ClusterCliOptions {
   std::string node = "http://127.0.0.1:6280";
   std::string token_file;
+  AdminTlsFiles tls;
   std::string output;
   std::string id;  // add, remove: the member; transfer-leadership: the target ("" = the leader chooses)
 };
@@ -44,6 +45,7 @@ int run_cluster_command(ClusterCommand command, const ClusterCliOptions& o) {
     return kExitUsage;
   }
   AdminHttpRequest request = build_cluster_request(command, o.id);
+  request.tls = o.tls;
   if (!o.token_file.empty()) {
     auto token = read_token_file(o.token_file);
     if (!token) {
@@ -79,10 +81,11 @@ int run_cluster_command(ClusterCommand command, const ClusterCliOptions& o) {
   return kExitOk;
 }
 
-// --node, --token-file and -o, the same on every subcommand.
+// --node, --token-file, the TLS files and -o, the same on every subcommand.
 void add_connection_options(CLI::App& cmd, ClusterCliOptions& o, const char* output_help) {
   cmd.add_option("--node", o.node, "Admin API URL of the node to ask")->capture_default_str();
   cmd.add_option("--token-file", o.token_file, "File holding the admin API bearer token")->check(CLI::ExistingFile);
+  add_admin_tls_options(cmd, o.tls);
   cmd.add_option("-o,--output", o.output, output_help)->check(CLI::IsMember({"table", "json"}));
 }
 

@@ -17,6 +17,7 @@ struct WatchOptions {
   uint64_t count = 0;
   std::string output;
   std::string token_file;
+  AdminTlsFiles tls;
 };
 
 int run_watch(const WatchOptions& o) {
@@ -25,6 +26,7 @@ int run_watch(const WatchOptions& o) {
   options.namespaces = o.namespaces;
   options.types = o.types;
   options.since = o.since;
+  options.tls = o.tls;
   if (!o.token_file.empty()) {
     auto token = read_token_file(o.token_file);
     if (!token) {
@@ -87,7 +89,8 @@ Runner register_watch(CLI::App& app) {
       "  zctl watch\n"
       "  zctl watch --namespace connection --type stray\n"
       "  zctl watch --type 'state.*' -o json | jq .leaderId\n"
-      "  zctl watch --since 0 --count 100 -o json > events.jsonl");
+      "  zctl watch --since 0 --count 100 -o json > events.jsonl\n"
+      "  zctl watch --node https://10.0.0.1:6280 --ca-file ca.crt --cert-file me.crt --key-file me.key");
   cmd->add_option("--node", o->node, "Admin API URL of the node")->capture_default_str();
   cmd->add_option("--namespace", o->namespaces, "Only this namespace (repeatable): cluster, connection, node, sink");
   cmd->add_option("--type", o->types, "Only event types matching this glob (repeatable), e.g. 'state.*'");
@@ -96,6 +99,7 @@ Runner register_watch(CLI::App& app) {
   cmd->add_option("-o,--output", o->output, "table (default on a terminal) or json (one event per line)")
       ->check(CLI::IsMember({"table", "json"}));
   cmd->add_option("--token-file", o->token_file, "File holding the admin API bearer token")->check(CLI::ExistingFile);
+  add_admin_tls_options(*cmd, o->tls);
   return [o] { return run_watch(*o); };
 }
 

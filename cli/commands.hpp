@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include "zctl/core/admin_http.hpp"
+
 namespace zctl::cli {
 
 // Exit codes (SPEC §3).
@@ -45,5 +47,8 @@ bool stdout_is_terminal();
 // The admin API bearer token of --token-file: the file's first line, without
 // a trailing '\r'. nullopt when the file cannot be read.
 std::optional<std::string> read_token_file(const std::string& path);
+// --ca-file, --cert-file and --key-file: the client side of an https:// node
+// URL (a node with admin.tls), the same on every command that talks to one.
+void add_admin_tls_options(CLI::App& cmd, AdminTlsFiles& files);
 
 }  // namespace zctl::cli

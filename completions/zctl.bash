@@ -12,12 +12,12 @@ _zctl_options_with_value() {
     printf '%s ' '--log-level --log-format'
     case $1 in
         serve) echo '-c --config --id --data-dir --admin --mesh --raft --join --join-token-file' ;;
-        watch) echo '--node --namespace --type --since --count -o --output --token-file' ;;
+        watch) echo '--node --namespace --type --since --count -o --output --token-file --ca-file --cert-file --key-file' ;;
         probe) echo '--mode --connections --concurrency --expect-grace --tolerance --timeout -o --output --node-id --cluster-id --token-file --raft-addr --ca-file --cert-file --key-file --server-name --seed' ;;
         'plugins list') echo '-c --config' ;;
         'sink test') echo '-c --config --id --data-dir --count --timeout -o --output' ;;
         'cluster list' | 'cluster add' | 'cluster remove' | 'cluster transfer-leadership')
-            echo '--node --token-file -o --output' ;;
+            echo '--node --token-file --ca-file --cert-file --key-file -o --output' ;;
     esac
 }
 
@@ -26,12 +26,12 @@ _zctl_options() {
     case $1 in
         '') echo '--help --version --log-level --log-format' ;;
         serve) echo '--help --config --id --data-dir --admin --mesh --raft --bootstrap --join --join-token-file --log-level --log-format' ;;
-        watch) echo '--help --node --namespace --type --since --count --output --token-file --log-level --log-format' ;;
+        watch) echo '--help --node --namespace --type --since --count --output --token-file --ca-file --cert-file --key-file --log-level --log-format' ;;
         probe) echo '--help --mode --connections --concurrency --expect-grace --tolerance --timeout --output --node-id --cluster-id --token-file --raft-addr --tls --ca-file --cert-file --key-file --server-name --insecure --seed --log-level --log-format' ;;
         'plugins list') echo '--help --config --log-level --log-format' ;;
         'sink test') echo '--help --config --id --data-dir --count --timeout --output --log-level --log-format' ;;
         'cluster list' | 'cluster add' | 'cluster remove' | 'cluster transfer-leadership')
-            echo '--help --node --token-file --output --log-level --log-format' ;;
+            echo '--help --node --token-file --ca-file --cert-file --key-file --output --log-level --log-format' ;;
         *) echo '--help --log-level --log-format' ;;
     esac
 }

@@ -8,12 +8,17 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <memory>
 #include <cctype>
 #include <stdexcept>
+
+#include "tls_context.hpp"
 
 namespace zctl {
 
 namespace asio = boost::asio;
+namespace ssl = asio::ssl;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using asio::ip::tcp;
@@ -21,6 +26,17 @@ using asio::ip::tcp;
 namespace {
 
 constexpr std::string_view kHttpScheme = "http://";
+constexpr std::string_view kHttpsScheme = "https://";
+
+// Strips a leading "http://" or "https://" from `rest`; true for https.
+bool take_scheme(std::string_view& rest) {
+  if (rest.substr(0, kHttpsScheme.size()) == kHttpsScheme) {
+    rest.remove_prefix(kHttpsScheme.size());
+    return true;
+  }
+  if (rest.substr(0, kHttpScheme.size()) == kHttpScheme) rest.remove_prefix(kHttpScheme.size());
+  return false;
+}
 
 // "HOST:PORT", "HOST", "[::1]:PORT"; `whole` is only for messages.
 AdminAddress parse_authority(std::string_view authority, std::string_view default_port, std::string_view whole) {
@@ -49,29 +65,35 @@ std::string host_header(const AdminAddress& a) {
 
 }  // namespace
 
-std::string AdminAddress::url() const { return std::string(kHttpScheme) + host_header(*this); }
+std::string AdminAddress::url() const {
+  return std::string(https ? kHttpsScheme : kHttpScheme) + host_header(*this);
+}
 
 AdminAddress parse_admin_url(std::string_view url) {
   std::string_view rest = url;
-  if (rest.substr(0, 8) == "https://") {
-    throw std::invalid_argument("https admin URLs are not supported by this version: " + std::string(url));
+  const bool https = take_scheme(rest);
+  if (rest.find("://") != std::string_view::npos) {
+    throw std::invalid_argument("node URL must be http:// or https://HOST:PORT, got " + std::string(url));
   }
-  if (rest.substr(0, kHttpScheme.size()) == kHttpScheme) rest.remove_prefix(kHttpScheme.size());
   while (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
   if (rest.find('/') != std::string_view::npos) {
     throw std::invalid_argument("node URL must be http://HOST:PORT, got " + std::string(url));
   }
-  return parse_authority(rest, "6280", url);
+  AdminAddress address = parse_authority(rest, "6280", url);
+  address.https = https;
+  return address;
 }
 
 HttpLocation parse_http_location(std::string_view location) {
-  if (location.substr(0, kHttpScheme.size()) != kHttpScheme) {
+  std::string_view rest = location;
+  const bool https = take_scheme(rest);
+  if (rest.size() == location.size()) {
     throw std::invalid_argument("not an absolute http URL: '" + std::string(location) + "'");
   }
-  std::string_view rest = location.substr(kHttpScheme.size());
   const size_t slash = rest.find('/');
   HttpLocation out;
-  out.address = parse_authority(rest.substr(0, slash), "80", location);
+  out.address = parse_authority(rest.substr(0, slash), https ? "443" : "80", location);
+  out.address.https = https;
   out.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
   return out;
 }
@@ -115,6 +137,28 @@ AdminHttpResponse send_admin_request(const AdminAddress& node, const AdminHttpRe
     return out;
   }
 
+  std::unique_ptr<ssl::context> tls_context;
+  std::unique_ptr<ssl::stream<beast::tcp_stream&>> tls;
+  if (node.https) {
+    try {
+      tls_context = std::make_unique<ssl::context>(make_admin_client_tls_context(request.tls));
+    } catch (const std::exception& e) {
+      out.transport_error = e.what();
+      return out;
+    }
+    tls = std::make_unique<ssl::stream<beast::tcp_stream&>>(stream, *tls_context);
+    expect_admin_host(*tls, node.host);
+    tls->async_handshake(ssl::stream_base::client, [&](const boost::system::error_code& e) { ec = e; });
+    io.restart();
+    io.run();
+    if (ec) {
+      out.transport_error = ec == beast::error::timeout ? "no TLS handshake within " +
+                                                              std::to_string(request.connect_timeout.count()) + " ms"
+                                                        : "TLS handshake: " + ec.message();
+      return out;
+    }
+  }
+
   http::request<http::string_body> req{http::string_to_verb(request.method), request.target, 11};
   req.set(http::field::host, host_header(node));
   req.set(http::field::user_agent, "zctl");
@@ -128,10 +172,17 @@ AdminHttpResponse send_admin_request(const AdminAddress& node, const AdminHttpRe
   beast::flat_buffer buffer;
   http::response<http::string_body> res;
   stream.expires_after(request.response_timeout);
-  http::async_write(stream, req, [&](const boost::system::error_code& e, size_t) {
-    ec = e;
-    if (!ec) http::async_read(stream, buffer, res, [&](const boost::system::error_code& e2, size_t) { ec = e2; });
-  });
+  const auto exchange = [&](auto& s) {
+    http::async_write(s, req, [&](const boost::system::error_code& e, size_t) {
+      ec = e;
+      if (!ec) http::async_read(s, buffer, res, [&](const boost::system::error_code& e2, size_t) { ec = e2; });
+    });
+  };
+  if (tls) {
+    exchange(*tls);
+  } else {
+    exchange(stream);
+  }
   io.restart();
   io.run();
   if (ec) {

@@ -306,7 +306,7 @@ ClusterCallResult classify_answer(const AdminHttpResponse& answer) {
 }
 
 RedirectDecision decide_redirect(const AdminHttpResponse& answer, const AdminHttpRequest& sent,
-                                 bool already_redirected) {
+                                 bool already_redirected, bool sent_over_https) {
   RedirectDecision decision;
   if (!answer.answered || (answer.status != 307 && answer.status != 308)) return decision;
   std::string why = body_string(answer.body, "detail");
@@ -330,6 +330,12 @@ RedirectDecision decide_redirect(const AdminHttpResponse& answer, const AdminHtt
     decision.detail = std::string("cannot follow the redirect to the leader: ") + e.what();
     return decision;
   }
+  if (sent_over_https && !decision.to.address.https) {
+    // The request (and its bearer token) would go out in the clear.
+    decision.action = RedirectDecision::Action::fail;
+    decision.detail = "not following the redirect to " + answer.location + ": it leaves https for plain http";
+    return decision;
+  }
   if (decision.to.target != sent.target) {
     decision.action = RedirectDecision::Action::fail;
     decision.detail = "not following the redirect to " + answer.location + ": it is not the same request (" +
@@ -347,7 +353,7 @@ ClusterCallResult call_cluster_api(const AdminAddress& node, const AdminHttpRequ
   std::string leader;  // " ctrl1" once a redirect named it
   for (;;) {
     const AdminHttpResponse answer = transport(target, request);
-    const RedirectDecision decision = decide_redirect(answer, request, redirected);
+    const RedirectDecision decision = decide_redirect(answer, request, redirected, target.https);
     if (decision.action == RedirectDecision::Action::follow) {
       if (const auto id = body_string(answer.body, "leaderId"); !id.empty()) leader = " " + id;
       target = decision.to.address;

@@ -8,12 +8,14 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read_until.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/streambuf.hpp>
 #include <boost/asio/write.hpp>
 #include <chrono>
 #include <stdexcept>
 #include <thread>
 
+#include "tls_context.hpp"
 #include "zctl/core/admin_http.hpp"
 
 namespace zctl {
@@ -63,6 +65,7 @@ EventStreamClient::EventStreamClient(EventStreamOptions options) : options_(std:
   AdminAddress address = parse_admin_url(options_.node_url);
   host_ = std::move(address.host);
   port_ = std::move(address.port);
+  https_ = address.https;
 }
 
 namespace {
@@ -106,8 +109,26 @@ int EventStreamClient::run(const std::function<bool(uint64_t, const std::string&
   bool ever_connected = false;
   auto backoff = std::chrono::milliseconds(100);
   asio::io_context io;
+  std::optional<asio::ssl::context> tls_context;
+  if (https_) {
+    try {
+      tls_context.emplace(make_admin_client_tls_context(options_.tls));
+    } catch (const std::exception& e) {
+      on_notice({StreamNotice::Kind::disconnected, "cannot reach " + options_.node_url + ": " + e.what()});
+      return 3;
+    }
+  }
   for (;;) {
     tcp::socket socket(io);
+    std::optional<asio::ssl::stream<tcp::socket&>> tls;
+    // Every read and write goes to the TLS stream when there is one.
+    const auto on_stream = [&](auto&& operation) {
+      if (tls) {
+        operation(*tls);
+      } else {
+        operation(socket);
+      }
+    };
     boost::system::error_code ec = asio::error::timed_out;
     std::string failure;
     tcp::resolver resolver(io);
@@ -117,6 +138,14 @@ int EventStreamClient::run(const std::function<bool(uint64_t, const std::string&
       asio::async_connect(socket, endpoints, [&](const boost::system::error_code& e, const tcp::endpoint&) { ec = e; });
       run_for(io, socket, kConnectTimeout);
     }
+    if (!ec && tls_context) {
+      tls.emplace(socket, *tls_context);
+      expect_admin_host(*tls, host_);
+      ec = asio::error::timed_out;
+      tls->async_handshake(asio::ssl::stream_base::client, [&](const boost::system::error_code& e) { ec = e; });
+      run_for(io, socket, kConnectTimeout);
+      if (ec) failure = "TLS handshake: ";
+    }
     std::string status_line;
     asio::streambuf buffer;
     if (!ec) {
@@ -125,11 +154,13 @@ int EventStreamClient::run(const std::function<bool(uint64_t, const std::string&
       if (last_seq) request += "Last-Event-ID: " + std::to_string(*last_seq) + "\r\n";
       if (!options_.bearer_token.empty()) request += "Authorization: Bearer " + options_.bearer_token + "\r\n";
       request += "\r\n";
-      asio::write(socket, asio::buffer(request), ec);
+      on_stream([&](auto& s) { asio::write(s, asio::buffer(request), ec); });
     }
     if (!ec) {
       ec = asio::error::timed_out;
-      asio::async_read_until(socket, buffer, "\r\n\r\n", [&](const boost::system::error_code& e, size_t) { ec = e; });
+      on_stream([&](auto& s) {
+        asio::async_read_until(s, buffer, "\r\n\r\n", [&](const boost::system::error_code& e, size_t) { ec = e; });
+      });
       run_for(io, socket, kConnectTimeout);
     }
     if (!ec) {
@@ -145,7 +176,7 @@ int EventStreamClient::run(const std::function<bool(uint64_t, const std::string&
       }
     }
     if (ec) {
-      failure = ec.message();
+      failure += ec.message();
       if (!ever_connected) {
         on_notice({StreamNotice::Kind::disconnected, "cannot reach " + options_.node_url + ": " + failure});
         return 3;
@@ -195,9 +226,11 @@ int EventStreamClient::run(const std::function<bool(uint64_t, const std::string&
       }
       size_t n = 0;
       ec = asio::error::timed_out;
-      socket.async_read_some(asio::buffer(chunk), [&](const boost::system::error_code& e, size_t got) {
-        ec = e;
-        n = got;
+      on_stream([&](auto& s) {
+        s.async_read_some(asio::buffer(chunk), [&](const boost::system::error_code& e, size_t got) {
+          ec = e;
+          n = got;
+        });
       });
       run_for(io, socket, kIdleTimeout);
       if (ec) break;

@@ -474,6 +474,32 @@ class AdminTlsTest(NodeTestCase):
         self.assertIn("event: node/stopping", open(out).read())
         self.assertIn("admin API: TLS handshake with 127.0.0.1:", node.stderr())
 
+    def test_zctl_watch_and_cluster_speak_https_with_a_client_certificate(self):
+        pki = self.make_pki()
+        node = self.start_tls_node(pki, require_client_cert=True)
+        files = ["--ca-file", os.path.join(pki, "ca.pem"), "--cert-file", os.path.join(pki, "client.pem"),
+                 "--key-file", os.path.join(pki, "client.key")]
+        watch = self.zctl("watch", "--node", node.admin_url, *files, "--since", "0", "--count", "1", "-o", "json")
+        self.assertEqual(watch.returncode, 0, watch.stderr)
+        self.assertEqual(json.loads(watch.stdout)["eventType"], "started")
+        listed = self.zctl("cluster", "list", "--node", node.admin_url, *files, "-o", "json")
+        self.assertEqual(listed.returncode, 0, listed.stderr)
+        self.assertEqual([m["id"] for m in json.loads(listed.stdout)["members"]], ["n1"])
+        # The node's certificate is verified: not against the system's trust store.
+        untrusted = self.zctl("cluster", "list", "--node", node.admin_url, *files[2:])
+        self.assertEqual(untrusted.returncode, 3, untrusted.stderr)
+        self.assertIn("TLS handshake: certificate verify failed", untrusted.stderr)
+        untrusted = self.zctl("watch", "--node", node.admin_url, *files[2:], "--count", "1")
+        self.assertEqual(untrusted.returncode, 3, untrusted.stderr)
+        self.assertIn("TLS handshake: certificate verify failed", untrusted.stderr)
+        # Nor does the node let a client in without its own certificate.
+        anonymous = self.zctl("cluster", "list", "--node", node.admin_url, *files[:2])
+        self.assertEqual(anonymous.returncode, 3, anonymous.stderr)
+        # ... and a certificate for 127.0.0.1 does not pass for another name.
+        renamed = self.zctl("cluster", "list", "--node", node.admin_url.replace("127.0.0.1", "localhost"), *files)
+        self.assertEqual(renamed.returncode, 3, renamed.stderr)
+        self.assertIn("certificate verify failed", renamed.stderr)
+
     def test_without_required_client_certificates_any_tls_client_is_served(self):
         pki = self.make_pki()
         node = self.start_tls_node(pki, require_client_cert=False)

@@ -72,9 +72,9 @@ class WatchTest(NodeTestCase):
         self.assertIn("cannot reach http://127.0.0.1:", result.stderr)
 
     def test_bad_url_is_a_usage_error(self):
-        result = self.zctl("watch", "--node", "https://127.0.0.1:1")
+        result = self.zctl("watch", "--node", "ftp://127.0.0.1:1")
         self.assertEqual(result.returncode, 2)
-        self.assertIn("https admin URLs are not supported", result.stderr)
+        self.assertIn("node URL must be http:// or https://HOST:PORT, got ftp://127.0.0.1:1", result.stderr)
 
 
 if __name__ == "__main__":

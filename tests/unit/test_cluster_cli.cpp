@@ -259,6 +259,14 @@ TEST_CASE("cluster redirects: follow one 307 to the same request on an http URL"
   CHECK(d.detail == "ctrl2 is not the leader (and it named no leader to redirect to)");
 
   d = decide_redirect(answer(307, not_leader, "https://10.0.0.1:6280/v1/cluster/members/ctrl3"), sent, false);
+  CHECK(d.action == RedirectDecision::Action::follow);
+  CHECK(d.to.address.https);
+  CHECK(d.to.address.url() == "https://10.0.0.1:6280");
+  // Never from https down to http: the request and its token would travel in the clear.
+  d = decide_redirect(answer(307, not_leader, "http://10.0.0.1:6280/v1/cluster/members/ctrl3"), sent, false, true);
+  CHECK(d.action == RedirectDecision::Action::fail);
+  CHECK(d.detail.find("it leaves https for plain http") != std::string::npos);
+  d = decide_redirect(answer(307, not_leader, "ftp://10.0.0.1/v1/cluster/members/ctrl3"), sent, false);
   CHECK(d.action == RedirectDecision::Action::fail);
   CHECK(d.detail.find("cannot follow the redirect to the leader") == 0);
   CHECK(decide_redirect(answer(307, not_leader, "/v1/cluster/members/ctrl3"), sent, false).action ==
@@ -347,7 +355,10 @@ TEST_CASE("admin URLs: --node forms, Location headers, what is refused", "[clust
   a = parse_admin_url("[::1]:6281");
   CHECK(a.host == "::1");
   CHECK(a.url() == "http://[::1]:6281");
-  CHECK_THROWS_AS(parse_admin_url("https://x:1"), std::invalid_argument);
+  a = parse_admin_url("https://x:1");
+  CHECK((a.https && a.host == "x" && a.port == "1" && a.url() == "https://x:1"));
+  CHECK_FALSE(parse_admin_url("http://x:1").https);
+  CHECK_THROWS_AS(parse_admin_url("ftp://x:1"), std::invalid_argument);
   CHECK_THROWS_AS(parse_admin_url("http://x:1/v1/cluster"), std::invalid_argument);
   CHECK_THROWS_AS(parse_admin_url("http://:1"), std::invalid_argument);
 
@@ -358,7 +369,8 @@ TEST_CASE("admin URLs: --node forms, Location headers, what is refused", "[clust
   CHECK(parse_http_location("http://leader").target == "/");
   CHECK(parse_http_location("http://leader").address.port == "80");
   CHECK_THROWS_AS(parse_http_location("/v1/cluster"), std::invalid_argument);
-  CHECK_THROWS_AS(parse_http_location("https://leader:6280/v1/cluster"), std::invalid_argument);
+  const auto secure = parse_http_location("https://leader/v1/cluster");
+  CHECK((secure.address.https && secure.address.port == "443" && secure.target == "/v1/cluster"));
   CHECK(percent_encode("a b/c~d") == "a%20b%2Fc~d");
 }
 

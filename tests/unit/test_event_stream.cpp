@@ -61,7 +61,7 @@ TEST_CASE("watch client builds resumable request targets and rejects bad URLs", 
   EventStreamClient client(o);
   CHECK(client.request_target(std::nullopt) == "/v1/events?namespace=cluster&type=state.*");
   CHECK(client.request_target(12) == "/v1/events?namespace=cluster&type=state.*&since=12");
-  o.node_url = "https://x:1";
+  o.node_url = "ftp://x:1";
   CHECK_THROWS_AS(EventStreamClient(o), std::invalid_argument);
   o.node_url = "http://x:1/path";
   CHECK_THROWS_AS(EventStreamClient(o), std::invalid_argument);

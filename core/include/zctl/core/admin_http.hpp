@@ -1,5 +1,6 @@
-// Client side of one request to a node's admin API (plain HTTP/1.1), shared
-// by `zctl watch` (the node URL) and `zctl cluster` (whole exchanges).
+// Client side of one request to a node's admin API (HTTP/1.1, or HTTPS for a
+// node with admin.tls), shared by `zctl watch` (the node URL) and `zctl
+// cluster` (whole exchanges).
 //
 // parse_admin_url and parse_http_location are pure. send_admin_request opens
 // its own connection and io_context, blocks until the answer or a timeout,
@@ -16,18 +17,29 @@ namespace zctl {
 struct AdminAddress {
   std::string host;  // without brackets, also for IPv6
   std::string port;
-  // "http://127.0.0.1:6280", "http://[::1]:6280".
+  bool https = false;
+  // "http://127.0.0.1:6280", "https://[::1]:6280".
   std::string url() const;
 };
 
-// "http://HOST:PORT", "HOST:PORT", "HOST" (port 6280), "http://[::1]:6280/";
-// throws std::invalid_argument with a readable reason for https URLs, a path
-// after the address, or no host.
+// The client side of HTTPS. The node's certificate is always verified, for
+// the URL's host name or IP address, against `ca_file` (empty: the system's
+// trust store); `cert_file` and `key_file` are this client's certificate
+// (empty: none), which a node with admin.tls asks for by default.
+struct AdminTlsFiles {
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+};
+
+// "http://HOST:PORT", "https://HOST:PORT", "HOST:PORT", "HOST" (port 6280),
+// "http://[::1]:6280/"; throws std::invalid_argument with a readable reason
+// for another scheme, a path after the address, or no host.
 AdminAddress parse_admin_url(std::string_view url);
 
-// An absolute http Location header, "http://HOST:PORT/path": the address and
-// the request target ("/path", "/" when absent). Throws std::invalid_argument
-// for anything else (https, a relative reference, no host).
+// An absolute http or https Location header, "http://HOST:PORT/path": the
+// address and the request target ("/path", "/" when absent). Throws
+// std::invalid_argument for anything else (a relative reference, no host).
 struct HttpLocation {
   AdminAddress address;
   std::string target;
@@ -43,6 +55,7 @@ struct AdminHttpRequest {
   std::string target;        // "/v1/cluster/members/ctrl3"
   std::string body;          // sent as application/json when not empty, or for POST
   std::string bearer_token;  // "" = no Authorization header
+  AdminTlsFiles tls;         // for https addresses
   std::chrono::milliseconds connect_timeout{5000};
   // From sending the request to the whole answer read. Longer than the 30 s a
   // node waits for the cluster to settle a membership call, so its own

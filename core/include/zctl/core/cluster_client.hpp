@@ -93,14 +93,15 @@ ClusterCallResult classify_answer(const AdminHttpResponse& answer);
 
 // What to do with an answer to `sent`: accept it as it is, follow a 307/308
 // to `to` (re-sending the same request), or refuse it with `detail`. Only
-// one redirect is followed, to an absolute http URL with the same target.
+// one redirect is followed, to an absolute http(s) URL with the same target,
+// and never from https (`sent_over_https`) to plain http.
 struct RedirectDecision {
   enum class Action { accept, follow, refuse, fail } action = Action::accept;
   HttpLocation to;     // when following
   std::string detail;  // when refusing or failing
 };
 RedirectDecision decide_redirect(const AdminHttpResponse& answer, const AdminHttpRequest& sent,
-                                 bool already_redirected);
+                                 bool already_redirected, bool sent_over_https = false);
 
 using AdminTransport = std::function<AdminHttpResponse(const AdminAddress&, const AdminHttpRequest&)>;
 

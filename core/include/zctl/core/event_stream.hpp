@@ -14,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "zctl/core/admin_http.hpp"
+
 namespace zctl {
 
 struct SseMessage {
@@ -42,6 +44,7 @@ struct EventStreamOptions {
   std::vector<std::string> types;
   std::optional<uint64_t> since;
   std::string bearer_token;
+  AdminTlsFiles tls;  // for an https node URL
 };
 
 // What the caller is told besides events.
@@ -68,6 +71,7 @@ class EventStreamClient {
   EventStreamOptions options_;
   std::string host_;
   std::string port_;
+  bool https_ = false;
 };
 
 // One readable line for `zctl watch -o table`: local time, namespace, type

@@ -30,14 +30,22 @@ class PackageTest(NodeTestCase):
                      "./usr/lib/zctl/plugins/syslog.so", "./usr/lib/zctl/plugins/kafka.so",
                      "./usr/share/doc/zctl/examples/sinks/kafka.yaml",
                      "./usr/include/zctl/sink.h",
-                     "./usr/share/man/man1/zctl.1", "./usr/share/man/man1/zctl-sink.1",
-                     "./usr/share/man/man5/zctl.yaml.5",
-                     "./usr/share/man/man7/zctl-sink-plugin.7",
+                     "./usr/share/man/man1/zctl.1.gz", "./usr/share/man/man1/zctl-sink.1.gz",
+                     "./usr/share/man/man5/zctl.yaml.5.gz",
+                     "./usr/share/man/man7/zctl-sink-plugin.7.gz",
                      "./usr/share/bash-completion/completions/zctl",
                      "./usr/share/fish/vendor_completions.d/zctl.fish",
                      "./usr/share/doc/zctl/examples/zctl.yaml",
                      "./usr/lib/systemd/system/zctl.service", "./usr/share/zctl/zctl.yaml"):
             self.assertIn(path, contents)
+        self.assertNotRegex(contents, r"(?m)/usr/share/man/man\d/\S+\.\d$", "every man page compressed")
+
+        # apt resolves it as a local package: every Depends names a package
+        # and version this Debian has (simulated: the test installs nothing).
+        apt = subprocess.run(["apt-get", "install", "--simulate", "--no-install-recommends", deb],
+                             capture_output=True, text=True)
+        self.assertEqual(apt.returncode, 0, apt.stdout + apt.stderr)
+        self.assertRegex(apt.stdout, r"(?m)^Inst zctl \(\d+\.\d+\.\d+ local-deb")
 
         root = os.path.join(self.workdir, "root")
         subprocess.run(["dpkg-deb", "-x", deb, root], check=True)

@@ -576,7 +576,9 @@ asio::awaitable<void> AdminServer::Session::run() {
       co_await tls->async_handshake(ssl::stream_base::server, asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         server.tls_failures_->inc();
-        log_info("admin API: TLS handshake with " + format_endpoint(stream.socket().remote_endpoint(ec)) +
+        boost::system::error_code peer_gone;
+        const auto peer = stream.socket().remote_endpoint(peer_gone);
+        log_info("admin API: TLS handshake with " + (peer_gone ? std::string("a client that left") : format_endpoint(peer)) +
                  " failed: " + ec.message());
         co_await close();
         co_return;

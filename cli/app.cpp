@@ -18,13 +18,15 @@ std::string executable_dir() {
 
 bool stdout_is_terminal() { return ::isatty(STDOUT_FILENO) == 1; }
 
-void add_admin_tls_options(CLI::App& cmd, AdminTlsFiles& files) {
+void add_admin_tls_options(CLI::App& cmd, TlsClientFiles& files) {
   cmd.add_option("--ca-file", files.ca_file,
                  "https: the CA that signed the node's certificate (default: the system's trust store)")
       ->check(CLI::ExistingFile);
-  cmd.add_option("--cert-file", files.cert_file, "https: this client's certificate (admin.tls asks for one)")
-      ->check(CLI::ExistingFile);
-  cmd.add_option("--key-file", files.key_file, "https: the key of --cert-file")->check(CLI::ExistingFile);
+  auto* cert = cmd.add_option("--cert-file", files.cert_file, "https: this client's certificate (admin.tls asks for one)")
+                   ->check(CLI::ExistingFile);
+  auto* key = cmd.add_option("--key-file", files.key_file, "https: the key of --cert-file")->check(CLI::ExistingFile);
+  cert->needs(key);
+  key->needs(cert);
 }
 
 std::optional<std::string> read_token_file(const std::string& path) {

@@ -10,7 +10,7 @@ namespace {
 struct ClusterCliOptions {
   std::string node = "http://127.0.0.1:6280";
   std::string token_file;
-  AdminTlsFiles tls;
+  TlsClientFiles tls;
   std::string output;
   std::string id;  // add, remove: the member; transfer-leadership: the target ("" = the leader chooses)
 };

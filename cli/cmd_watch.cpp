@@ -17,7 +17,7 @@ struct WatchOptions {
   uint64_t count = 0;
   std::string output;
   std::string token_file;
-  AdminTlsFiles tls;
+  TlsClientFiles tls;
 };
 
 int run_watch(const WatchOptions& o) {

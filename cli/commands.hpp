@@ -49,6 +49,6 @@ bool stdout_is_terminal();
 std::optional<std::string> read_token_file(const std::string& path);
 // --ca-file, --cert-file and --key-file: the client side of an https:// node
 // URL (a node with admin.tls), the same on every command that talks to one.
-void add_admin_tls_options(CLI::App& cmd, AdminTlsFiles& files);
+void add_admin_tls_options(CLI::App& cmd, TlsClientFiles& files);
 
 }  // namespace zctl::cli

@@ -141,13 +141,13 @@ AdminHttpResponse send_admin_request(const AdminAddress& node, const AdminHttpRe
   std::unique_ptr<ssl::stream<beast::tcp_stream&>> tls;
   if (node.https) {
     try {
-      tls_context = std::make_unique<ssl::context>(make_admin_client_tls_context(request.tls));
+      tls_context = std::make_unique<ssl::context>(make_client_tls_context(request.tls, ServerCheck::always, "TLS"));
     } catch (const std::exception& e) {
       out.transport_error = e.what();
       return out;
     }
     tls = std::make_unique<ssl::stream<beast::tcp_stream&>>(stream, *tls_context);
-    expect_admin_host(*tls, node.host);
+    expect_server_name(*tls, node.host);
     tls->async_handshake(ssl::stream_base::client, [&](const boost::system::error_code& e) { ec = e; });
     io.restart();
     io.run();

@@ -272,7 +272,7 @@ void AdminServer::listen(const std::string& address, const TlsConfig& tls) {
   accept_loop();
 }
 
-std::string AdminServer::url() const { return (tls_ ? "https://" : "http://") + local_address(); }
+std::string AdminServer::url() const { return scheme() + local_address(); }
 
 std::string AdminServer::local_address() const {
   boost::system::error_code ec;
@@ -561,7 +561,7 @@ Response AdminServer::Session::cluster_response(const Request& req, const Cluste
   body += "}";
   Response res = json_response(req, status_of(reply.code), std::move(body));
   if (reply.code == ClusterReply::Code::not_leader) {
-    res.set(http::field::location, (server.tls_ ? "https://" : "http://") + reply.leader_admin + std::string(req.target()));
+    res.set(http::field::location, server.scheme() + reply.leader_admin + std::string(req.target()));
   }
   return res;
 }

@@ -50,8 +50,9 @@ class AdminServer : public EventConsumer {
   ~AdminServer() override;
 
   // Binds "HOST:PORT" (port 0 = any) and, when `tls` is enabled, serves
-  // HTTPS only. Throws std::runtime_error with the address and the system's
-  // reason, or naming the TLS file that cannot be loaded ("admin.tls: ...").
+  // HTTPS only. Throws TlsSetupError (tls_context.hpp) naming the TLS file
+  // that cannot be loaded, std::runtime_error with the address and the
+  // system's reason otherwise.
   void listen(const std::string& address, const TlsConfig& tls);
   std::string local_address() const;  // "127.0.0.1:6280", after listen()
   std::string url() const;            // "https://127.0.0.1:6280" with TLS
@@ -67,6 +68,7 @@ class AdminServer : public EventConsumer {
 
  private:
   void accept_loop();
+  const char* scheme() const { return tls_ ? "https://" : "http://"; }
 
   boost::asio::io_context& io_;
   Journal& journal_;

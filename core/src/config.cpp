@@ -236,8 +236,6 @@ bool is_hostname(std::string_view host) {
   return true;
 }
 
-
-
 // ---------------------------------------------------------------------------
 // The document walker
 

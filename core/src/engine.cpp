@@ -25,6 +25,7 @@
 #include "mesh_server.hpp"
 #include "peer_sessions.hpp"
 #include "service_notify.hpp"
+#include "tls_context.hpp"
 #include "zctl/core/event_bus.hpp"
 #include "zctl/core/journal.hpp"
 #include "zctl/core/log.hpp"
@@ -201,9 +202,10 @@ void Engine::Services::start() {
       token);
   try {
     admin->listen(config.admin.listen, config.admin.tls);
+  } catch (const TlsSetupError& e) {
+    throw StartupError(kExitConfig, e.what());
   } catch (const std::exception& e) {
-    // Unreadable or unusable TLS files are configuration; a busy port is not.
-    throw StartupError(std::string_view(e.what()).rfind("admin.tls", 0) == 0 ? kExitConfig : kExitRuntime, e.what());
+    throw StartupError(kExitRuntime, e.what());
   }
   bus->attach(admin.get());
   admin_attached = true;
@@ -314,10 +316,10 @@ void Engine::Services::start_cluster_and_mesh() {
   mesh = std::make_unique<MeshServer>(std::move(mesh_settings), *bus, *metrics, *membership);
   try {
     mesh->listen();
+  } catch (const TlsSetupError& e) {
+    throw StartupError(kExitConfig, e.what());
   } catch (const std::exception& e) {
-    throw StartupError(config.mesh.tls.enabled() && std::string_view(e.what()).rfind("mesh.tls", 0) == 0 ? kExitConfig
-                                                                                                       : kExitRuntime,
-                       e.what());
+    throw StartupError(kExitRuntime, e.what());
   }
   advertised_mesh = advertisable(mesh->local_address(), config.cluster.raft_listen);
   advertised_admin = advertisable(admin->local_address(), config.cluster.raft_listen);
@@ -333,8 +335,10 @@ void Engine::Services::start_cluster_and_mesh() {
   mesh->start();
   try {
     dialer->start();
-  } catch (const std::exception& e) {
+  } catch (const TlsSetupError& e) {
     throw StartupError(kExitConfig, e.what());
+  } catch (const std::exception& e) {
+    throw StartupError(kExitRuntime, e.what());
   }
   if (joining) dialer->join_through(config.cluster.join);
 }

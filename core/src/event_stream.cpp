@@ -112,7 +112,7 @@ int EventStreamClient::run(const std::function<bool(uint64_t, const std::string&
   std::optional<asio::ssl::context> tls_context;
   if (https_) {
     try {
-      tls_context.emplace(make_admin_client_tls_context(options_.tls));
+      tls_context.emplace(make_client_tls_context(options_.tls, ServerCheck::always, "TLS"));
     } catch (const std::exception& e) {
       on_notice({StreamNotice::Kind::disconnected, "cannot reach " + options_.node_url + ": " + e.what()});
       return 3;
@@ -140,7 +140,7 @@ int EventStreamClient::run(const std::function<bool(uint64_t, const std::string&
     }
     if (!ec && tls_context) {
       tls.emplace(socket, *tls_context);
-      expect_admin_host(*tls, host_);
+      expect_server_name(*tls, host_);
       ec = asio::error::timed_out;
       tls->async_handshake(asio::ssl::stream_base::client, [&](const boost::system::error_code& e) { ec = e; });
       run_for(io, socket, kConnectTimeout);

@@ -25,6 +25,7 @@
 #include "mesh_protocol.hpp"
 #include "net_address.hpp"
 #include "peer_sessions.hpp"
+#include "tls_context.hpp"
 #include "zctl/core/log.hpp"
 
 namespace zctl {
@@ -282,20 +283,8 @@ MeshDialer::~MeshDialer() { stop(); }
 void MeshDialer::start() {
   const TlsConfig& t = impl_->settings.tls;
   if (t.enabled()) {
-    try {
-      ssl::context context(ssl::context::tls_client);
-      context.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                          ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
-      context.use_certificate_chain_file(t.cert_file);
-      context.use_private_key_file(t.key_file, ssl::context::pem);
-      if (!t.ca_file.empty()) {
-        context.load_verify_file(t.ca_file);
-        context.set_verify_mode(ssl::verify_peer);
-      }
-      impl_->tls.emplace(std::move(context));
-    } catch (const std::exception& e) {
-      throw std::runtime_error(std::string("mesh.tls (client side): ") + e.what());
-    }
+    impl_->tls.emplace(make_client_tls_context({t.ca_file, t.cert_file, t.key_file}, ServerCheck::ca_file_if_given,
+                                               "mesh.tls (client side)"));
   }
   impl_->thread = std::thread([impl = impl_] { impl->io.run(); });
 }

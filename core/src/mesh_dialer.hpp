@@ -53,7 +53,7 @@ class MeshDialer {
   MeshDialer(const MeshDialer&) = delete;
   MeshDialer& operator=(const MeshDialer&) = delete;
 
-  // Throws std::runtime_error when mesh.tls cannot be loaded.
+  // Throws TlsSetupError (tls_context.hpp) when mesh.tls cannot be loaded.
   void start();
   void stop();
 

@@ -47,8 +47,9 @@ class MeshServer {
   MeshServer(const MeshServer&) = delete;
   MeshServer& operator=(const MeshServer&) = delete;
 
-  // Binds mesh.listen and loads mesh.tls. Throws std::runtime_error with
-  // the address (or file) and the reason.
+  // Binds mesh.listen and loads mesh.tls. Throws TlsSetupError
+  // (tls_context.hpp) for the TLS files, std::runtime_error with the
+  // address and the reason otherwise.
   void listen();
   std::string local_address() const;  // after listen(): "127.0.0.1:6262"
 

@@ -21,7 +21,7 @@ namespace {
 void require_readable(std::initializer_list<const std::string*> files, std::string_view key) {
   for (const std::string* file : files) {
     if (!file->empty() && ::access(file->c_str(), R_OK) != 0) {
-      throw std::runtime_error(std::string(key) + ": cannot read " + *file + ": " + std::strerror(errno));
+      throw TlsSetupError(std::string(key) + ": cannot read " + *file + ": " + std::strerror(errno));
     }
   }
 }
@@ -44,35 +44,36 @@ ssl::context make_server_tls_context(const TlsConfig& tls, std::string_view key)
     }
     return context;
   } catch (const boost::system::system_error& e) {
-    throw std::runtime_error(std::string(key) + ": cannot load certificate, key or CA (" + tls.cert_file + ", " +
+    throw TlsSetupError(std::string(key) + ": cannot load certificate, key or CA (" + tls.cert_file + ", " +
                              tls.key_file + (tls.ca_file.empty() ? "" : ", " + tls.ca_file) +
                              "): " + e.code().message());
   }
 }
 
-ssl::context make_admin_client_tls_context(const AdminTlsFiles& files) {
-  require_readable({&files.ca_file, &files.cert_file, &files.key_file}, "TLS");
+ssl::context make_client_tls_context(const TlsClientFiles& files, ServerCheck check, std::string_view key) {
+  require_readable({&files.ca_file, &files.cert_file, &files.key_file}, key);
   if (files.cert_file.empty() != files.key_file.empty()) {
-    throw std::runtime_error("a client certificate needs both --cert-file and --key-file");
+    throw TlsSetupError(std::string(key) + ": a client certificate needs both its certificate and its key file");
   }
   try {
     ssl::context context(ssl::context::tls_client);
     context.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                         ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
-    if (files.ca_file.empty()) {
-      context.set_default_verify_paths();
-    } else {
+    if (!files.ca_file.empty()) {
       context.load_verify_file(files.ca_file);
+      context.set_verify_mode(ssl::verify_peer);
+    } else if (check == ServerCheck::always) {
+      context.set_default_verify_paths();
+      context.set_verify_mode(ssl::verify_peer);
     }
-    context.set_verify_mode(ssl::verify_peer);
     if (!files.cert_file.empty()) {
       context.use_certificate_chain_file(files.cert_file);
       context.use_private_key_file(files.key_file, ssl::context::pem);
     }
     return context;
   } catch (const boost::system::system_error& e) {
-    throw std::runtime_error("cannot load the CA, certificate or key (" + files.ca_file + ", " + files.cert_file +
-                             ", " + files.key_file + "): " + e.code().message());
+    throw TlsSetupError(std::string(key) + ": cannot load the CA, certificate or key (" + files.ca_file + ", " +
+                        files.cert_file + ", " + files.key_file + "): " + e.code().message());
   }
 }
 

@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 
@@ -495,6 +496,10 @@ class AdminTlsTest(NodeTestCase):
         # Nor does the node let a client in without its own certificate.
         anonymous = self.zctl("cluster", "list", "--node", node.admin_url, *files[:2])
         self.assertEqual(anonymous.returncode, 3, anonymous.stderr)
+        # A certificate without its key is a usage error, before any connection.
+        halves = self.zctl("watch", "--node", node.admin_url, *files[:4])
+        self.assertEqual(halves.returncode, 2, halves.stderr)
+        self.assertIn("--cert-file requires --key-file", halves.stderr)
         # ... and a certificate for 127.0.0.1 does not pass for another name.
         renamed = self.zctl("cluster", "list", "--node", node.admin_url.replace("127.0.0.1", "localhost"), *files)
         self.assertEqual(renamed.returncode, 3, renamed.stderr)
@@ -505,6 +510,17 @@ class AdminTlsTest(NodeTestCase):
         node = self.start_tls_node(pki, require_client_cert=False)
         result = self.curl(pki, node.admin_url + "/healthz")
         self.assertEqual((result.returncode, result.stdout), (0, '{"status":"serving"}'), result.stderr)
+        # The node ends each TLS session with close_notify: a strict client
+        # (ragged EOFs not suppressed) reads a clean end after the answer.
+        host, port = node.admin_url.removeprefix("https://").rsplit(":", 1)
+        context = ssl.create_default_context(cafile=os.path.join(pki, "ca.pem"))
+        with socket.create_connection((host, int(port)), timeout=5) as raw, \
+                context.wrap_socket(raw, server_hostname=host, suppress_ragged_eofs=False) as tls:
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: zctl\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := tls.recv(4096):  # SSLEOFError on a close without close_notify
+                answer += chunk
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK"), answer)
 
     def test_unreadable_admin_tls_files_are_a_configuration_error(self):
         node = self.node("n1", config="admin:\n  tls: { cert_file: /nonexistent.pem, key_file: /nonexistent.key,"

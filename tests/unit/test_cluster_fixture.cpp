@@ -500,6 +500,26 @@ struct ChangeWait {
   }
 };
 
+// Through `leader`, adds the new server `joiner` as a spare (raft_add) and
+// waits until the change has committed.
+void add_spare(Cluster& c, unsigned leader, unsigned joiner) {
+  const std::string address = std::to_string(c.node(joiner).rid);  // the fixture's address scheme
+  ChangeWait add;
+  add.req.data = &add;
+  REQUIRE(raft_add(c.r(leader), &add.req, c.node(joiner).rid, address.c_str(), ChangeWait::cb) == 0);
+  REQUIRE(c.run_until([&] { return add.done; }, 3000));
+  REQUIRE(add.status == 0);
+}
+
+// Promotes `joiner` to voter; raft catches it up before the change commits.
+void promote_to_voter(Cluster& c, unsigned leader, unsigned joiner) {
+  ChangeWait assign;
+  assign.req.data = &assign;
+  REQUIRE(raft_assign(c.r(leader), &assign.req, c.node(joiner).rid, RAFT_VOTER, ChangeWait::cb) == 0);
+  REQUIRE(c.run_until([&] { return assign.done; }, 5000));
+  REQUIRE(assign.status == 0);
+}
+
 }  // namespace
 
 TEST_CASE("cluster fixture: a single voter announces itself as soon as it is validated, once", "[cluster_fixture]") {
@@ -512,17 +532,9 @@ TEST_CASE("cluster fixture: a single voter announces itself as soon as it is val
 
   // A spare does not vote: still the only voter. A second voter ends it.
   const unsigned joiner = c.add_server();
-  const std::string address = std::to_string(c.node(joiner).rid);  // the fixture's address scheme
-  ChangeWait add;
-  add.req.data = &add;
-  REQUIRE(raft_add(c.r(0), &add.req, c.node(joiner).rid, address.c_str(), ChangeWait::cb) == 0);
-  REQUIRE(c.run_until([&] { return add.done; }, 3000));
+  add_spare(c, 0, joiner);
   CHECK(c.node(0).validator->observe(c.r(0), c.now()).sole_voter);
-  ChangeWait assign;
-  assign.req.data = &assign;
-  REQUIRE(raft_assign(c.r(0), &assign.req, c.node(joiner).rid, RAFT_VOTER, ChangeWait::cb) == 0);
-  REQUIRE(c.run_until([&] { return assign.done; }, 5000));
-  REQUIRE(assign.status == 0);
+  promote_to_voter(c, 0, joiner);
   c.run_for(1000);
   CHECK_FALSE(c.node(0).validator->observe(c.r(0), c.now()).sole_voter);
   CHECK(c.node(0).texts() == Texts{"has:n1"});
@@ -545,17 +557,8 @@ TEST_CASE("cluster fixture: a voter joins while a follower is down; announcement
   c.run_for(200);
 
   const unsigned joiner = c.add_server();
-  const std::string address = std::to_string(c.node(joiner).rid);  // the fixture's address scheme
-  ChangeWait add;
-  add.req.data = &add;
-  REQUIRE(raft_add(c.r(leader), &add.req, c.node(joiner).rid, address.c_str(), ChangeWait::cb) == 0);
-  REQUIRE(c.run_until([&] { return add.done; }, 3000));
-  REQUIRE(add.status == 0);
-  ChangeWait assign;
-  assign.req.data = &assign;
-  REQUIRE(raft_assign(c.r(leader), &assign.req, c.node(joiner).rid, RAFT_VOTER, ChangeWait::cb) == 0);
-  REQUIRE(c.run_until([&] { return assign.done; }, 5000));
-  REQUIRE(assign.status == 0);
+  add_spare(c, leader, joiner);
+  promote_to_voter(c, leader, joiner);
 
   REQUIRE(c.run_until_announced_by({joiner}, lid, 3000));
   c.run_for(2000);

@@ -26,7 +26,7 @@ struct AdminAddress {
 // the URL's host name or IP address, against `ca_file` (empty: the system's
 // trust store); `cert_file` and `key_file` are this client's certificate
 // (empty: none), which a node with admin.tls asks for by default.
-struct AdminTlsFiles {
+struct TlsClientFiles {
   std::string ca_file;
   std::string cert_file;
   std::string key_file;
@@ -55,7 +55,7 @@ struct AdminHttpRequest {
   std::string target;        // "/v1/cluster/members/ctrl3"
   std::string body;          // sent as application/json when not empty, or for POST
   std::string bearer_token;  // "" = no Authorization header
-  AdminTlsFiles tls;         // for https addresses
+  TlsClientFiles tls;         // for https addresses
   std::chrono::milliseconds connect_timeout{5000};
   // From sending the request to the whole answer read. Longer than the 30 s a
   // node waits for the cluster to settle a membership call, so its own

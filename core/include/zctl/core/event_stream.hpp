@@ -44,7 +44,7 @@ struct EventStreamOptions {
   std::vector<std::string> types;
   std::optional<uint64_t> since;
   std::string bearer_token;
-  AdminTlsFiles tls;  // for an https node URL
+  TlsClientFiles tls;  // for an https node URL
 };
 
 // What the caller is told besides events.

@@ -31,7 +31,7 @@ namespace zctl {
 
 namespace {
 
-constexpr unsigned kSnapshotThreshold = 1024;  // entries: a barrier per heartbeat adds up
+constexpr unsigned kSnapshotThreshold = 1024;  // entries
 constexpr unsigned kSnapshotTrailing = 256;
 constexpr int kCloseWaitRounds = 400;
 constexpr unsigned kConnectRetryDelayMs = 200;  // x 5 ms: how long a close waits for our entries in flight
@@ -279,6 +279,7 @@ std::string ClusterEngine::Loop::init() {
     return "raft: " + (why.empty() ? std::string(raft_strerror(rv)) : why);
   }
   raft_initialised = true;
+  validator.watch_contacts(&io);
   raft_set_election_timeout(&r, static_cast<unsigned>(settings.election_timeout.count()));
   raft_set_heartbeat_timeout(&r, static_cast<unsigned>(settings.heartbeat.count()));
   raft_set_pre_vote(&r, true);
@@ -372,7 +373,7 @@ void ClusterEngine::Loop::tick() {
   if (stopping) return;
   if (raft_running) {
     if (removed_self_applied && !removed) on_removed();
-    if (raft_running) validator.tick(&r, uv_now(&loop));
+    if (raft_running) validator.tick(&r);
   }
   // The leader keeps its own record (where its mesh port and admin API are)
   // current, so followers can redirect joins and admin calls to it.

@@ -2,9 +2,10 @@
 // (SPEC §5): which validated-leader state to announce, and when.
 //
 // The cluster engine decides *whether* a leader is validated (a leader
-// commits an entry of its own term and keeps committing a barrier every
-// heartbeat; a follower has applied that leader's entry for the current term
-// and heard from it within the election timeout) and feeds the result here on
+// commits an entry of its own term and keeps a majority of voters in contact
+// within the election timeout; a follower has applied that leader's entry
+// for the current term and heard from it within the election timeout) and
+// feeds the result here on
 // every observation. This class turns that stream into exactly one
 // announcement per lasting transition:
 //  - a state must hold for `stability` before it is announced;

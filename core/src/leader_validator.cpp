@@ -1,9 +1,57 @@
 #include "leader_validator.hpp"
 
+#include <atomic>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 #include <utility>
 
 namespace zctl {
+
+namespace {
+
+// The receive hook. raft_io has no user pointer of its own (raft owns
+// io->data), so hooked ios are found in a table; a process hosts one node,
+// or a handful in the fixture tests, and raft receives a few messages per
+// heartbeat, so one mutex is plenty.
+using StartFn = int (*)(raft_io*, unsigned, raft_io_tick_cb, raft_io_recv_cb);
+
+struct ContactHook {
+  LeaderValidator* validator = nullptr;
+  StartFn start = nullptr;  // the io's own start
+};
+
+std::mutex hooks_mutex;
+std::unordered_map<raft_io*, ContactHook>& hooks() {
+  static std::unordered_map<raft_io*, ContactHook> table;
+  return table;
+}
+// raft's receive callback (one function for every raft instance), kept out
+// of the table so a message still reaches raft if its validator is gone.
+std::atomic<raft_io_recv_cb> raft_receive{nullptr};
+
+void receive_and_timestamp(raft_io* io, raft_message* message) {
+  if (message->type == RAFT_IO_APPEND_ENTRIES_RESULT) {
+    std::lock_guard lock(hooks_mutex);
+    const auto it = hooks().find(io);
+    if (it != hooks().end()) {
+      it->second.validator->heard(message->server_id, message->append_entries_result.term, io->time(io));
+    }
+  }
+  raft_receive.load()(io, message);
+}
+
+int start_with_hook(raft_io* io, unsigned msecs, raft_io_tick_cb tick, raft_io_recv_cb recv) {
+  StartFn start = nullptr;
+  {
+    std::lock_guard lock(hooks_mutex);
+    start = hooks().at(io).start;
+  }
+  raft_receive.store(recv);
+  return start(io, msecs, tick, receive_and_timestamp);
+}
+
+}  // namespace
 
 raft_id raft_id_of(const std::string& node_id) {
   const raft_id id = raft_digest(node_id.c_str(), 0);
@@ -41,7 +89,20 @@ LeaderValidator::LeaderValidator(std::string node_id, raft_id self_id, raft_time
     : node_id_(std::move(node_id)), self_id_(self_id), election_timeout_(election_timeout), state_(state),
       session_up_(std::move(session_up)) {}
 
-void LeaderValidator::tick(raft* r, raft_time now) {
+LeaderValidator::~LeaderValidator() {
+  if (watched_io_ == nullptr) return;
+  std::lock_guard lock(hooks_mutex);
+  hooks().erase(watched_io_);
+}
+
+void LeaderValidator::watch_contacts(raft_io* io) {
+  std::lock_guard lock(hooks_mutex);
+  hooks()[io] = ContactHook{this, io->start};
+  io->start = start_with_hook;
+  watched_io_ = io;
+}
+
+void LeaderValidator::tick(raft* r) {
   if (raft_state(r) != RAFT_LEADER) return;
   const uint64_t term = r->current_term;
   if (announce_committed_term_ != term && !announce_in_flight_) {
@@ -65,22 +126,25 @@ void LeaderValidator::tick(raft* r, raft_time now) {
       }
     }
   }
-  if (!barrier_in_flight_) {
-    barrier_request_.data = this;
-    barrier_sent_at_ = now;
-    barrier_term_ = term;
-    barrier_in_flight_ = true;
-    if (raft_barrier(r, &barrier_request_, [](struct raft_barrier* req, int result) {
-          auto& self = *static_cast<LeaderValidator*>(req->data);
-          self.barrier_in_flight_ = false;
-          if (result == 0) {
-            self.committed_barrier_sent_at_ = self.barrier_sent_at_;
-            self.committed_barrier_term_ = self.barrier_term_;
-          }
-        }) != 0) {
-      barrier_in_flight_ = false;
+}
+
+bool LeaderValidator::quorum_in_contact(const raft* r, raft_time now) const {
+  unsigned voters = 0;
+  unsigned in_contact = 0;
+  for (unsigned i = 0; i < r->configuration.n; ++i) {
+    const raft_server& server = r->configuration.servers[i];
+    if (server.role != RAFT_VOTER) continue;
+    ++voters;
+    if (server.id == self_id_) {
+      ++in_contact;
+      continue;
+    }
+    const auto it = contacts_.find(server.id);
+    if (it != contacts_.end() && it->second.term == r->current_term && now - it->second.at < election_timeout_) {
+      ++in_contact;
     }
   }
+  return in_contact > voters / 2;
 }
 
 LeaderObservation LeaderValidator::observe(raft* r, raft_time now) const {
@@ -88,8 +152,7 @@ LeaderObservation LeaderValidator::observe(raft* r, raft_time now) const {
   const uint64_t term = r->current_term;
   observation.term = term;
   if (raft_state(r) == RAFT_LEADER) {
-    if (announce_committed_term_ == term && committed_barrier_term_ == term &&
-        now - committed_barrier_sent_at_ < election_timeout_) {
+    if (announce_committed_term_ == term && quorum_in_contact(r, now)) {
       observation.validated_leader = node_id_;
       observation.sole_voter = voter_count(r->configuration) == 1;
     }

@@ -3,18 +3,29 @@
 //
 // A leader validates itself by committing an announce entry of its own
 // term (libraft 0.15 commits no no-op on election and may count replicas of
-// older entries as committed, so nothing is trusted before that), then keeps
-// a barrier in flight every heartbeat; it counts as leader only while the
-// last committed barrier was *sent* less than one election timeout ago. A
+// older entries as committed, so nothing is trusted before that), then
+// counts as leader only while a majority of voters (itself included) has
+// answered its AppendEntries of the current term within one election
+// timeout. Contact, not a commit per heartbeat: a commit waits for disk
+// writes on the leader and a follower, and a disk stalled for longer than
+// the election timeout (seen on loaded machines) would otherwise make a
+// leader that every follower still follows announce itself leaderless. A
 // follower validates a leader once it has applied that leader's announce
 // for the current term, heard from it within the election timeout, and has
 // an authenticated mesh session with it.
+//
+// raft 0.15 reports no per-peer contact times (only a flag reset every
+// election timeout), so watch_contacts() hooks the raft_io's receive
+// callback: every AppendEntries result is timestamped, then handed to raft
+// unchanged.
 //
 // Works on any struct raft: the libuv-backed node in ClusterEngine and the
 // in-memory <raft/fixture.h> cluster in the tests.
 //
 // Threads: the raft loop thread only. Lifecycle: owned next to its raft and
-// ClusterState; it must stay alive until idle() once raft_close() is near.
+// ClusterState; watch_contacts() after raft_init and before raft_start; it
+// must stay alive until idle() once raft_close() is near, and until raft is
+// closed.
 #pragma once
 
 extern "C" {
@@ -23,6 +34,7 @@ extern "C" {
 
 #include <functional>
 #include <string>
+#include <unordered_map>
 
 #include "cluster_state.hpp"
 #include "leader_state.hpp"
@@ -38,39 +50,51 @@ class LeaderValidator {
                   SessionCheck session_up);
   LeaderValidator(const LeaderValidator&) = delete;
   LeaderValidator& operator=(const LeaderValidator&) = delete;
+  ~LeaderValidator();
 
-  // Every heartbeat: as leader, submits the announce of a new term and keeps
-  // one barrier in flight.
-  void tick(raft* r, raft_time now);
+  // Timestamps the AppendEntries results `io` receives from now on (see
+  // above). Call once, after raft_init() and before raft_start().
+  void watch_contacts(raft_io* io);
+
+  // Every heartbeat: as leader, submits the announce of a new term.
+  void tick(raft* r);
 
   // What is validated at `now`.
   LeaderObservation observe(raft* r, raft_time now) const;
 
-  // No announce or barrier of ours in flight (raft 0.15 can crash when it is
-  // closed while one is still being written).
-  bool idle() const { return !announce_in_flight_ && !barrier_in_flight_; }
+  // No announce of ours in flight (raft 0.15 can crash when it is closed
+  // while one is still being written).
+  bool idle() const { return !announce_in_flight_; }
 
   // Changes when this node's own validation moves on within a term (its
-  // announce, then its first barrier, committed).
-  uint64_t progress() const { return announce_committed_term_ * 2 + committed_barrier_term_; }
+  // announce committed).
+  uint64_t progress() const { return announce_committed_term_; }
+
+  // Called by the receive hook: `from` answered an AppendEntries of `term`.
+  void heard(raft_id from, uint64_t term, raft_time at) { contacts_[from] = Contact{term, at}; }
 
  private:
+  struct Contact {
+    uint64_t term = 0;
+    raft_time at = 0;
+  };
+
+  // A majority of voters, this node included, answered within the election
+  // timeout in the current term.
+  bool quorum_in_contact(const raft* r, raft_time now) const;
+
   const std::string node_id_;
   const raft_id self_id_;
   const raft_time election_timeout_;
   const ClusterState& state_;
   SessionCheck session_up_;
+  raft_io* watched_io_ = nullptr;
+  std::unordered_map<raft_id, Contact> contacts_;
 
   struct raft_apply announce_request_{};
   bool announce_in_flight_ = false;
   uint64_t announce_term_ = 0;            // the term of the announce in flight
   uint64_t announce_committed_term_ = 0;  // as leader: our announce of this term is committed
-  struct raft_barrier barrier_request_{};
-  bool barrier_in_flight_ = false;
-  raft_time barrier_sent_at_ = 0;
-  uint64_t barrier_term_ = 0;
-  raft_time committed_barrier_sent_at_ = 0;
-  uint64_t committed_barrier_term_ = 0;
 };
 
 // A node that starts has not heard from a leader yet: raft draws its first

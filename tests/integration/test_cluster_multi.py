@@ -219,7 +219,8 @@ class ClusterMultiTest(NodeTestCase):
                  what="n4 refused")
         rejected = next(e for e in n1.events() if e["eventType"] == "rejected" and e.get("nodeId") == "n4")
         self.assertEqual(rejected["reason"], "not_member")
-        self.assertIn("not_member", n4.stderr())
+        # n4 logs the refusal once the reply reaches it, which may be after n1's event.
+        wait_for(lambda: "not_member" in n4.stderr(), what="n4 to log the refusal")
         status, _, body = request(n1, "POST", "/v1/cluster/members", {"id": "n4"})
         self.assertEqual(status, 200, body)
         self.assertEqual(body, {"authorized": "n4"})

@@ -126,6 +126,20 @@ void LeaderValidator::tick(raft* r) {
       }
     }
   }
+  // Followers learn that the announce is committed from the next
+  // AppendEntries, which on an idle cluster is a heartbeat later; an entry
+  // right after it is sent at once and carries the new commit index.
+  if (announce_committed_term_ == term && commit_published_term_ != term && !barrier_in_flight_) {
+    barrier_request_.data = this;
+    barrier_in_flight_ = true;
+    if (raft_barrier(r, &barrier_request_, [](struct raft_barrier* req, int) {
+          static_cast<LeaderValidator*>(req->data)->barrier_in_flight_ = false;
+        }) == 0) {
+      commit_published_term_ = term;
+    } else {
+      barrier_in_flight_ = false;
+    }
+  }
 }
 
 bool LeaderValidator::quorum_in_contact(const raft* r, raft_time now) const {

@@ -56,15 +56,17 @@ class LeaderValidator {
   // above). Call once, after raft_init() and before raft_start().
   void watch_contacts(raft_io* io);
 
-  // Every heartbeat: as leader, submits the announce of a new term.
+  // Every heartbeat, and as soon as the announce commits: as leader,
+  // submits the announce of a new term, then one barrier that tells the
+  // followers at once that the announce is committed.
   void tick(raft* r);
 
   // What is validated at `now`.
   LeaderObservation observe(raft* r, raft_time now) const;
 
-  // No announce of ours in flight (raft 0.15 can crash when it is closed
-  // while one is still being written).
-  bool idle() const { return !announce_in_flight_; }
+  // No announce or barrier of ours in flight (raft 0.15 can crash when it is
+  // closed while one is still being written).
+  bool idle() const { return !announce_in_flight_ && !barrier_in_flight_; }
 
   // Changes when this node's own validation moves on within a term (its
   // announce committed).
@@ -95,6 +97,9 @@ class LeaderValidator {
   bool announce_in_flight_ = false;
   uint64_t announce_term_ = 0;            // the term of the announce in flight
   uint64_t announce_committed_term_ = 0;  // as leader: our announce of this term is committed
+  struct raft_barrier barrier_request_{};
+  bool barrier_in_flight_ = false;
+  uint64_t commit_published_term_ = 0;  // the term whose announce commit a barrier carried out
 };
 
 // A node that starts has not heard from a leader yet: raft draws its first

@@ -1,9 +1,10 @@
 // Leader validation and debounce (SPEC §5) on libraft's in-memory,
 // virtual-time cluster (<raft/fixture.h>): N servers, each with the FSM
 // feeding ClusterState, a LeaderValidator and a LeaderStateTracker driven
-// the way ClusterEngine drives them (validator.tick on every raft tick, then
-// observe; the start-up gate of ClusterEngine::Loop::observe). Everything is
-// deterministic: the fixture's clock is the only clock.
+// the way ClusterEngine drives them (validator.tick on every raft tick and
+// whenever its progress moved, then observe; the start-up gate of
+// ClusterEngine::Loop::observe). Everything is deterministic: the fixture's
+// clock is the only clock.
 //
 // Global properties checked on every step of every test:
 //  - no two nodes ever validate different leaders for the same term;
@@ -63,6 +64,7 @@ struct Node {
   bool mesh_up = true;             // every authenticated session up
   std::map<std::string, bool> session;  // per-peer override of mesh_up
   std::unique_ptr<LeaderValidator> validator;
+  uint64_t progress_ticked = 0;    // validator->progress() at its last tick
   LeaderStateTracker tracker{kStability};
   raft_time started_at = 0;
   std::optional<std::string> raw;  // the last validated leader observed, before debouncing
@@ -153,9 +155,15 @@ class Cluster {
   void step() {
     raft_fixture_event* e = raft_fixture_step(f_.get());
     const raft_time t = now();
-    // ClusterEngine ticks the validator every heartbeat; raft's own tick is that heartbeat.
-    if (e->type == RAFT_FIXTURE_TICK && e->server_index < size() && alive(e->server_index)) {
-      nodes_[e->server_index]->validator->tick(r(e->server_index));
+    // ClusterEngine ticks the validator every heartbeat (raft's own tick is
+    // that heartbeat), and at once when the validator's progress moved.
+    for (unsigned i = 0; i < size(); ++i) {
+      Node& n = *nodes_[i];
+      if (!alive(i)) continue;
+      if ((e->type == RAFT_FIXTURE_TICK && e->server_index == i) || n.validator->progress() != n.progress_ticked) {
+        n.progress_ticked = n.validator->progress();
+        n.validator->tick(r(i));
+      }
     }
     for (unsigned i = 0; i < size(); ++i) {
       if (alive(i)) observe(i, t);
@@ -352,6 +360,31 @@ TEST_CASE("cluster fixture: a crashed leader gives one is_leaderless then one ha
     CHECK(ev.back().term > old_term);
     CHECK(c.node(i).tracker.leader_changes() == 2);
   }
+  CHECK(c.violations().empty());
+}
+
+TEST_CASE("cluster fixture: followers validate a new leader one round trip after it validates itself",
+          "[cluster_fixture]") {
+  Cluster c(3);
+  const unsigned old = c.settle();
+  c.run_for(500);
+  raft_fixture_kill(c.f(), old);
+  REQUIRE(c.run_until([&] { return c.raft_leader_index().has_value() && *c.raft_leader_index() != old; }, 5000));
+  const unsigned fresh = *c.raft_leader_index();
+  const std::string fresh_id = c.node(fresh).id;
+  const auto validated_at = [&](unsigned i) -> std::optional<raft_time> {
+    for (const auto& [at, leader] : c.node(i).raw_changes) {
+      if (leader == fresh_id) return at;
+    }
+    return std::nullopt;
+  };
+  const unsigned follower = 3 - old - fresh;
+  REQUIRE(c.run_until([&] { return validated_at(fresh) && validated_at(follower); }, 5000));
+  // The commit of the announce reaches the follower with the barrier sent
+  // right after it (one message and one disk write), not with the next
+  // heartbeat, which comes kHeartbeat after the announce was sent.
+  INFO("leader validated at " << *validated_at(fresh) << ", follower at " << *validated_at(follower));
+  CHECK(*validated_at(follower) - *validated_at(fresh) < kHeartbeat / 2);
   CHECK(c.violations().empty());
 }
 

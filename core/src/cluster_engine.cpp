@@ -124,6 +124,7 @@ struct ClusterEngine::Loop {
   void begin_stop();
   void close_raft_when_idle();
   void close_raft();
+  static void close_io_once(raft_io* io, raft_io_close_cb cb);
   void close_handles();
   void on_removed();
 
@@ -150,10 +151,14 @@ struct ClusterEngine::Loop {
   std::array<uint64_t, 6> last_fingerprint{};
   raft_uv_transport transport{};
   raft_io io{};
+  // raft_uv's own close, and raft's callback for it, passed on at most once
+  // (see close_io_once()).
+  void (*uv_close_io)(raft_io*, raft_io_close_cb) = nullptr;
+  raft_io_close_cb raft_io_closed_cb = nullptr;
+  bool raft_io_close_fired = false;
   raft_fsm fsm{};
   raft r{};
   bool raft_initialised = false;
-  bool raft_io_closed = false;  // raft_close() completed; io and transport are freed when the loop ends
   bool raft_running = false;  // raft started and not closed (or closing)
   bool stopping = false;      // stop() asked for the whole loop to end
   bool removed = false;       // this node was removed from the cluster
@@ -280,6 +285,8 @@ std::string ClusterEngine::Loop::init() {
     return "raft: " + (why.empty() ? std::string(raft_strerror(rv)) : why);
   }
   raft_initialised = true;
+  uv_close_io = io.close;
+  io.close = close_io_once;
   validator.watch_contacts(&io);
   raft_set_election_timeout(&r, static_cast<unsigned>(settings.election_timeout.count()));
   raft_set_heartbeat_timeout(&r, static_cast<unsigned>(settings.heartbeat.count()));
@@ -342,8 +349,9 @@ void ClusterEngine::Loop::run() {
     }
   }
   uv_run(&loop, UV_RUN_DEFAULT);
-  // Nothing is left that could call back into raft_uv or the transport.
-  if (raft_io_closed) {
+  // Nothing is left that could call back into raft_uv or the transport; an
+  // initialised raft keeps the loop running until raft_close() completed.
+  if (raft_initialised) {
     raft_uv_close(&io);
     raft_transport_close(&transport);
   }
@@ -1026,16 +1034,32 @@ void ClusterEngine::Loop::close_raft_when_idle() {
   close_raft();
 }
 
+// raft 0.15's raft_uv can report its close twice: a storage or transport
+// callback that completes after the close has fired re-checks and fires it
+// again. raft's callback frees raft's state, so a second call double-frees
+// (a node stopped right after start aborted with "double free", once in 200
+// starts under load). raft_io has no user pointer of its own; raft's
+// io->data is the raft, whose data is this loop.
+void ClusterEngine::Loop::close_io_once(raft_io* io, raft_io_close_cb cb) {
+  Loop& self = *static_cast<Loop*>(static_cast<raft*>(io->data)->data);
+  self.raft_io_closed_cb = cb;
+  self.uv_close_io(io, [](raft_io* closed) {
+    Loop& loop = *static_cast<Loop*>(static_cast<raft*>(closed->data)->data);
+    if (loop.raft_io_close_fired) return;
+    loop.raft_io_close_fired = true;
+    loop.raft_io_closed_cb(closed);
+  });
+}
+
 // raft first, then its I/O and transport, then our handles: the loop ends
 // when the last handle is closed.
 void ClusterEngine::Loop::close_raft() {
   raft_close(&r, [](raft* closed) {
     Loop& self = *static_cast<Loop*>(closed->data);
-    // raft_uv's memory is freed only once the loop has ended (run()): raft
-    // 0.15 fires this callback while callbacks of its own can still reach
-    // that memory (a SIGTERM right after start crashed in them, about 1 in
-    // 150 starts).
-    self.raft_io_closed = true;
+    // raft_uv and the transport are freed only once the loop has ended
+    // (run()), not here: raft_uv may still call back into its memory (see
+    // close_io_once()); freeing it here crashed a node stopped right after
+    // start (once in 150 starts under load).
     // Whatever was still queued can no longer happen.
     if (self.change) {
       self.fail_change(*self.change, "shutting_down", "raft closed before the change completed");

@@ -242,9 +242,9 @@ sinks:
         r = self.rsyslog()
         node = self.start_node({"transport": "tcp", "address": f"127.0.0.1:{r.tcp_port}"})
         self.poke(node, 3)
-        # Stopped while idle: stopped while events were still arriving, this
-        # test lost some (plain TCP has no acknowledgement, so what rsyslog
-        # had not written when it exited looks delivered to the sender).
+        # Stopped only once idle: stopped while events were still arriving,
+        # this test lost some (plain TCP has no acknowledgement, so what
+        # rsyslog had not written when it exited looks delivered to the sender).
         first = len(START_EVENTS) + 3
         wait_for(lambda: len(read_events(self.reference)) >= first and len(r.messages()) >= first,
                  what="the first events")

@@ -112,12 +112,13 @@ TEST_CASE("a stream resumed before a restarted node emitted anything gets its fi
   REQUIRE(::send(fd, kResume.data(), kResume.size(), 0) == static_cast<ssize_t>(kResume.size()));
   // The head goes out after the session's first (empty) read: from here on
   // it waits for a wake-up.
-  std::string got = read_until(fd, "retry: 1000\n\n");
+  const std::string head_end = "retry: 1000\n\n";
+  std::string got = read_until(fd, head_end);
   REQUIRE(got.find("HTTP/1.1 200 OK") == 0);
   REQUIRE(got.find("event: gap") == std::string::npos);
 
   node.bus->emit("node", "started", zctl::EventFields());
-  got = read_until(fd, "\n\n", got.substr(got.find("retry: 1000\n\n") + 13));
+  got = read_until(fd, "\n\n", got.substr(got.find(head_end) + head_end.size()));
   CHECK(got.find("id: 9\nevent: node/started\n") == 0);
 
   // Later events, from another thread as the raft loop emits them.

@@ -55,7 +55,7 @@ struct AdminHttpRequest {
   std::string target;        // "/v1/cluster/members/ctrl3"
   std::string body;          // sent as application/json when not empty, or for POST
   std::string bearer_token;  // "" = no Authorization header
-  TlsClientFiles tls;         // for https addresses
+  TlsClientFiles tls;        // for https addresses
   std::chrono::milliseconds connect_timeout{5000};
   // From sending the request to the whole answer read. Longer than the 30 s a
   // node waits for the cluster to settle a membership call, so its own

@@ -306,6 +306,11 @@ void AdminServer::accept_loop() {
 }
 
 void AdminServer::consume(const EventPtr&) {
+  // No stream open: nothing to wake. Without this check every event of a
+  // burst (a flood's strays) woke the io thread once. A stream opened
+  // meanwhile counts itself before its first journal read, so it reads
+  // this event itself (the journal's lock orders the two).
+  if (open_streams_.load(std::memory_order_acquire) == 0) return;
   // One post per burst of events, however many streams are waiting.
   if (!wake_posted_.exchange(true, std::memory_order_acq_rel)) {
     asio::post(io_, [this] {
@@ -696,10 +701,14 @@ asio::awaitable<void> AdminServer::Session::serve_events(const Request& req) {
   bool first_read = true;
   asio::steady_timer waiter(stream.get_executor());
   server.stream_waiters_.insert(&waiter);
+  server.open_streams_.fetch_add(1, std::memory_order_acq_rel);
   struct Unregister {
     AdminServer& server;
     asio::steady_timer* waiter;
-    ~Unregister() { server.stream_waiters_.erase(waiter); }
+    ~Unregister() {
+      server.stream_waiters_.erase(waiter);
+      server.open_streams_.fetch_sub(1, std::memory_order_acq_rel);
+    }
   } unregister{server, &waiter};
 
   std::vector<EventPtr> batch;

@@ -83,6 +83,7 @@ class AdminServer : public EventConsumer {
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::steady_timer accept_retry_;
   std::atomic<bool> wake_posted_{false};
+  std::atomic<size_t> open_streams_{0};  // stream_waiters_.size(), readable from consume()'s thread
   bool stopped_ = false;
   // Live sessions and event streams, touched only on the io thread.
   std::set<std::shared_ptr<Session>> sessions_;

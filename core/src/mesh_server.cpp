@@ -2,13 +2,17 @@
 
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <boost/smart_ptr/intrusive_ptr.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/posix/basic_stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/stream.hpp>
@@ -46,6 +50,7 @@ using SteadyClock = std::chrono::steady_clock;
 // operation, and a flood holds tens of thousands of both.
 using Socket = asio::basic_stream_socket<tcp, asio::io_context::executor_type>;
 using Acceptor = asio::basic_socket_acceptor<tcp, asio::io_context::executor_type>;
+using Descriptor = asio::posix::basic_stream_descriptor<asio::io_context::executor_type>;
 
 bool join_token_matches(const std::string& presented, const std::string& expected) {
   // Comparing digests keeps the time independent of where the strings
@@ -68,6 +73,15 @@ constexpr auto kAcceptRetryDelay = std::chrono::milliseconds(100);
 constexpr auto kRejectSummaryPeriod = std::chrono::seconds(1);
 constexpr size_t kSummarySourcesShown = 10;
 constexpr size_t kExpiriesPerTurn = 64;
+// Deadlines falling due closer together than this are handled in one
+// wake-up: a flood accepted at 50 000/s has a deadline every 20 us, and
+// a timer wake-up per deadline costs more than that, so the thread would
+// fall behind until its backlog batched them anyway (measured: the first
+// strays of a 20 000-connection flood closed 40 ms late).
+constexpr auto kExpiryCoalescing = std::chrono::milliseconds(1);
+constexpr size_t kAcceptsPerTurn = 64;
+constexpr auto kStrayHandoverRetry = std::chrono::microseconds(500);
+constexpr size_t kQuietEventsPerTurn = 64;
 
 enum class Outcome { normal, abnormal };
 
@@ -114,9 +128,13 @@ struct MeshServer::Impl {
   Impl(MeshServerSettings s, EventBus& b, MetricsRegistry& m, MembershipAuthority& a);
 
   void accept_loop();
-  void on_accepted(Socket socket, const tcp::endpoint& peer);
+  void accept_ready();
+  void accept_failed(int error);
+  void on_accepted(int fd, const tcp::endpoint& peer);
   void count_for_flood(const asio::ip::address& address, const SourceKey& source);
-  void refuse_too_many_pending(Socket& socket, const tcp::endpoint& peer, std::string_view limit);
+  void refuse_too_many_pending(int fd, const tcp::endpoint& peer, std::string_view limit);
+  void watch_quiet();
+  void on_quiet_ready();
   // A connection phase with a shared timeout: its queue and the one timer
   // armed at the queue's front.
   struct PhaseDeadlines {
@@ -125,6 +143,7 @@ struct MeshServer::Impl {
     DeadlineQueue queue;
     asio::steady_timer timer;
     SteadyClock::time_point armed_at{};  // zero: not armed
+    SteadyClock::time_point last_expiry{};
     void (MeshConnection::*on_expired)();
   };
   // Inserts (or moves) a connection into `phase` and arms its timer if needed.
@@ -142,11 +161,11 @@ struct MeshServer::Impl {
   asio::io_context io{1};
   Acceptor acceptor{io.get_executor()};
   std::string local_address;
+  tcp::endpoint listen_endpoint;
   std::optional<ssl::context> tls;
   std::thread thread;
   bool stopping = false;  // io thread
 
-  tcp::endpoint accepting_peer;
   asio::steady_timer accept_retry{io};
   asio::steady_timer heartbeat_timer{io};
   asio::steady_timer flood_sweep_timer{io};
@@ -162,6 +181,20 @@ struct MeshServer::Impl {
   PhaseDeadlines closing;
 
   std::unique_ptr<char[]> read_buffer{new char[kSharedReadBufferBytes]};
+
+  // Connections that have not shown a byte (or a TLS ClientHello) yet are
+  // kept out of asio: a raw descriptor in an epoll set of the server's own,
+  // which the io_context watches as one descriptor. An idle connection thus
+  // holds no reactor registration and no pending operation, and closing it
+  // at its deadline is one close(): no epoll_ctl(DEL) and no cancelled
+  // handler -- most of what a flood of strays cost per connection. On its
+  // first readiness a connection moves to its asio socket for good.
+  // Entries are one-shot and keyed by descriptor through quiet_by_fd, so an
+  // event of a descriptor closed meanwhile (its registration outliving the
+  // close in a forked child) is dropped or, with the number reused, at
+  // worst moves that newer connection to asio early.
+  Descriptor quiet_watch{io.get_executor()};
+  std::vector<MeshConnection*> quiet_by_fd;
 
   // Every live connection, for stop(): an intrusive list (no allocation
   // per connection); each connection unlinks itself when it closes.
@@ -190,6 +223,10 @@ struct MeshServer::Impl {
   // Logs and emits connection/stray off this thread; started before the
   // accept loop, stopped (draining) after the thread has joined.
   StrayReporter stray_reporter;
+  std::vector<StrayReport> strays_to_report;  // this expiry turn's, one hand-over for all
+  asio::steady_timer stray_handover_retry{io};
+  bool stray_handover_retrying = false;
+  void hand_over_strays();
 
   // Metrics, looked up once.
   Family<Counter>& stray_total;
@@ -214,8 +251,10 @@ class MeshConnection : public DeadlineHook {
  public:
   enum class Phase { tls_handshake, handshake, deciding, joined, closing, closed };
 
-  MeshConnection(MeshServer::Impl& server, Socket socket, const tcp::endpoint& peer)
-      : server_(server), socket_(std::move(socket)), peer_(peer), accepted_at_(SteadyClock::now()) {}
+  // Takes ownership of `fd`, an accepted non-blocking socket.
+  MeshConnection(MeshServer::Impl& server, int fd, const tcp::endpoint& peer)
+      : server_(server), socket_(server.io.get_executor()), peer_(peer), accepted_at_(SteadyClock::now()),
+        quiet_fd_(fd) {}
 
   friend void intrusive_ptr_add_ref(MeshConnection* c) { c->refs_.fetch_add(1, std::memory_order_relaxed); }
   friend void intrusive_ptr_release(MeshConnection* c) {
@@ -224,6 +263,9 @@ class MeshConnection : public DeadlineHook {
   boost::intrusive_ptr<MeshConnection> self() { return boost::intrusive_ptr<MeshConnection>(this); }
 
   void start();
+  // The quiet set reported the descriptor ready: moves the connection to its
+  // asio socket. Adopts the reference the quiet set held.
+  void leave_quiet();
   void on_grace_expired();
   void on_idle_timeout();
   void on_linger_expired() { close_socket(); }
@@ -249,6 +291,7 @@ class MeshConnection : public DeadlineHook {
   };
   Handshake& active();
 
+  void begin_talking();
   void read_more();
   void leave_pending();
   void on_bytes(const char* data, size_t n);
@@ -267,7 +310,8 @@ class MeshConnection : public DeadlineHook {
   void finish(Outcome outcome);
   void close_socket();
   std::string remote_addr() const { return format_endpoint(peer_); }
-  std::string local_addr() const;
+  std::string local_addr() { return format_endpoint(local_endpoint()); }
+  tcp::endpoint local_endpoint();
   std::chrono::system_clock::time_point connected_at() const;
   std::string_view pending_step() const;
   uint8_t frame_version() const;
@@ -279,6 +323,7 @@ class MeshConnection : public DeadlineHook {
   std::unique_ptr<Handshake> hs_;
   tcp::endpoint peer_;
   SteadyClock::time_point accepted_at_;
+  int quiet_fd_ = -1;  // the descriptor while quiet; then socket_ owns it
   uint64_t bytes_in_ = 0;
   Phase phase_ = Phase::handshake;
   Outcome outcome_ = Outcome::abnormal;
@@ -328,31 +373,77 @@ MeshServer::Impl::Impl(MeshServerSettings s, EventBus& b, MetricsRegistry& m, Me
 }
 
 void MeshServer::Impl::accept_loop() {
-  acceptor.async_accept(accepting_peer, [this](const boost::system::error_code& ec, Socket socket) {
+  acceptor.async_wait(Acceptor::wait_read, [this](const boost::system::error_code& ec) {
     if (stopping || ec == asio::error::operation_aborted) return;
-    if (ec) {
-      const char* name = ec.category() == boost::system::system_category() ? strerrorname_np(ec.value()) : nullptr;
-      accept_errors_total.with({name != nullptr ? name : ec.message()}).inc();
-      // Out of descriptors (or memory): back off instead of spinning; the
-      // connections waiting in the backlog are accepted once some close.
-      log_warn("mesh: accept failed: " + ec.message() + "; retrying in 100ms");
-      accept_retry.expires_after(kAcceptRetryDelay);
-      accept_retry.async_wait([this](const boost::system::error_code& e) {
-        if (!e && !stopping) accept_loop();
-      });
+    accept_ready();
+  });
+}
+
+// accept4() directly rather than asio's accept: an accepted descriptor
+// starts quiet (see Impl::quiet_watch), and asio would register it at once.
+void MeshServer::Impl::accept_ready() {
+  for (size_t i = 0; i < kAcceptsPerTurn && !stopping; ++i) {
+    tcp::endpoint peer;
+    auto length = static_cast<socklen_t>(peer.capacity());
+    const int fd = ::accept4(acceptor.native_handle(), peer.data(), &length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      const int error = errno;
+      if (error == EAGAIN || error == EWOULDBLOCK) {
+        accept_loop();
+        return;
+      }
+      if (error == EINTR || error == ECONNABORTED) continue;  // that peer is gone; the backlog is not
+      accept_failed(error);
       return;
     }
-    on_accepted(std::move(socket), accepting_peer);
-    // Drain the backlog without a round trip through the reactor each time.
-    for (int i = 0; i < 64 && !stopping; ++i) {
-      boost::system::error_code e;
-      Socket next(io.get_executor());
-      acceptor.accept(next, accepting_peer, e);
-      if (e) break;
-      on_accepted(std::move(next), accepting_peer);
-    }
-    accept_loop();
+    peer.resize(length);
+    on_accepted(fd, peer);
+  }
+  // A full turn: the backlog may hold more. Connections already accepted
+  // get to run before the next turn.
+  asio::post(io, [this] {
+    if (!stopping) accept_ready();
   });
+}
+
+void MeshServer::Impl::accept_failed(int error) {
+  const char* name = strerrorname_np(error);
+  accept_errors_total.with({name != nullptr ? name : std::to_string(error)}).inc();
+  // Out of descriptors (or memory): back off instead of spinning; the
+  // connections waiting in the backlog are accepted once some close.
+  log_warn(std::string("mesh: accept failed: ") + std::strerror(error) + "; retrying in 100ms");
+  accept_retry.expires_after(kAcceptRetryDelay);
+  accept_retry.async_wait([this](const boost::system::error_code& e) {
+    if (!e && !stopping) accept_ready();
+  });
+}
+
+void MeshServer::Impl::watch_quiet() {
+  quiet_watch.async_wait(Descriptor::wait_read, [this](const boost::system::error_code& ec) {
+    if (stopping || ec == asio::error::operation_aborted) return;
+    if (ec) {
+      log_error("mesh: waiting on idle connections failed: " + ec.message());
+      return;
+    }
+    on_quiet_ready();
+  });
+}
+
+void MeshServer::Impl::on_quiet_ready() {
+  std::array<epoll_event, kQuietEventsPerTurn> events{};
+  const int n = ::epoll_wait(quiet_watch.native_handle(), events.data(), static_cast<int>(events.size()), 0);
+  for (int i = 0; i < n; ++i) {
+    const auto fd = static_cast<size_t>(events[static_cast<size_t>(i)].data.u64);
+    MeshConnection* connection = fd < quiet_by_fd.size() ? quiet_by_fd[fd] : nullptr;
+    if (connection != nullptr) connection->leave_quiet();  // nullptr: closed meanwhile, see quiet_watch
+  }
+  if (n == static_cast<int>(events.size())) {
+    asio::post(io, [this] {
+      if (!stopping) on_quiet_ready();
+    });
+  } else {
+    watch_quiet();
+  }
 }
 
 // Counts connections per source and window; one connection/flood event per
@@ -406,25 +497,24 @@ void MeshServer::Impl::sweep_flood_windows() {
   }
 }
 
-void MeshServer::Impl::on_accepted(Socket socket, const tcp::endpoint& peer) {
+void MeshServer::Impl::on_accepted(int fd, const tcp::endpoint& peer) {
   accepted_total.inc();
   const SourceKey source = source_key(peer.address());
   count_for_flood(peer.address(), source);
   if (pending_count >= settings.mesh.max_pending) {
-    refuse_too_many_pending(socket, peer, "max_pending");
+    refuse_too_many_pending(fd, peer, "max_pending");
     return;
   }
   const auto per_source = pending_per_source.find(source);
   if (per_source != pending_per_source.end() && per_source->second >= settings.mesh.max_pending_per_source) {
-    refuse_too_many_pending(socket, peer, "max_pending_per_source");
+    refuse_too_many_pending(fd, peer, "max_pending_per_source");
     return;
   }
-  boost::intrusive_ptr<MeshConnection> connection(new MeshConnection(*this, std::move(socket), peer));
+  boost::intrusive_ptr<MeshConnection> connection(new MeshConnection(*this, fd, peer));
   connection->start();
 }
 
-void MeshServer::Impl::refuse_too_many_pending(Socket& socket, const tcp::endpoint& peer,
-                                               std::string_view limit) {
+void MeshServer::Impl::refuse_too_many_pending(int fd, const tcp::endpoint& peer, std::string_view limit) {
   rejections_total.with({"too_many_pending"}).inc();
   duration_abnormal.observe(0);
   if (!tls) {
@@ -432,12 +522,9 @@ void MeshServer::Impl::refuse_too_many_pending(Socket& socket, const tcp::endpoi
     // does not get to hold the server's attention.
     const std::string frame =
         mesh::encode(mesh::Rejected{"too_many_pending", std::string(limit) + " reached; try again later"});
-    boost::system::error_code ec;
-    socket.non_blocking(true, ec);
-    socket.write_some(asio::buffer(frame), ec);
+    [[maybe_unused]] const ssize_t sent = ::send(fd, frame.data(), frame.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   }
-  boost::system::error_code ignored;
-  socket.close(ignored);
+  ::close(fd);
   // One summary event per period, not one per connection.
   ++too_many_pending.count;
   if (too_many_pending.first_remote.empty()) too_many_pending.first_remote = format_endpoint(peer);
@@ -477,8 +564,9 @@ void MeshServer::Impl::arm(PhaseDeadlines& phase) {
   // A timer armed at or before the front's deadline fires in time and
   // re-arms itself, so most insertions cost no timer operation at all.
   if (phase.armed_at != SteadyClock::time_point{} && phase.armed_at <= *next) return;
-  phase.armed_at = *next;
-  phase.timer.expires_at(*next);
+  const auto at = std::max(*next, phase.last_expiry + kExpiryCoalescing);
+  phase.armed_at = at;
+  phase.timer.expires_at(at);
   phase.timer.async_wait([this, &phase](const boost::system::error_code& ec) {
     if (ec == asio::error::operation_aborted || stopping) return;
     phase.armed_at = SteadyClock::time_point{};
@@ -488,21 +576,37 @@ void MeshServer::Impl::arm(PhaseDeadlines& phase) {
 
 void MeshServer::Impl::expire(PhaseDeadlines& phase) {
   const auto now = SteadyClock::now();
+  phase.last_expiry = now;
   // Bounded batches: when a flood's deadlines fall due together, joins and
   // accepts queued behind them get a turn between batches.
   for (size_t handled = 0; handled < kExpiriesPerTurn; ++handled) {
     DeadlineHook* hook = phase.queue.pop_expired(now);
     if (hook == nullptr) {
+      hand_over_strays();
       arm(phase);
       return;
     }
     (static_cast<MeshConnection*>(hook)->*phase.on_expired)();
   }
+  hand_over_strays();
   phase.armed_at = now;  // keeps arm() from adding a timer wait while the rest is posted
   asio::post(io, [this, &phase] {
     if (stopping) return;
     phase.armed_at = SteadyClock::time_point{};
     expire(phase);
+  });
+}
+
+void MeshServer::Impl::hand_over_strays() {
+  if (strays_to_report.empty() || stray_handover_retrying) return;
+  if (stray_reporter.try_report(strays_to_report)) return;
+  // The reporter holds its lock (perhaps preempted): keep the reports and
+  // try again shortly rather than wait; later expiries join them.
+  stray_handover_retrying = true;
+  stray_handover_retry.expires_after(kStrayHandoverRetry);
+  stray_handover_retry.async_wait([this](const boost::system::error_code& ec) {
+    stray_handover_retrying = false;
+    if (!ec && !stopping) hand_over_strays();
   });
 }
 
@@ -522,12 +626,14 @@ void MeshServer::Impl::stop_on_io_thread() {
   boost::system::error_code ignored;
   acceptor.close(ignored);
   for (auto* timer : {&accept_retry, &pending.timer, &joined.timer, &closing.timer, &heartbeat_timer,
-                      &flood_sweep_timer, &reject_summary_timer}) {
+                      &flood_sweep_timer, &reject_summary_timer, &stray_handover_retry}) {
     timer->cancel();
   }
   emit_reject_summary();
+  stray_reporter.report(strays_to_report);  // may wait now: nothing is due any more
   // abort_for_shutdown() unlinks the connection from `connections`.
   while (connections != nullptr) connections->abort_for_shutdown();
+  quiet_watch.close(ignored);
 }
 
 // ---- MeshConnection --------------------------------------------------------
@@ -541,11 +647,45 @@ void MeshConnection::start() {
   ++server_.pending_per_source[source()];
   server_.pending_gauge.add(1);
   server_.enter(server_.pending, *this);
+  // An idle TLS connection is stalled at the TLS handshake, not at hello.
+  if (server_.tls) phase_ = Phase::tls_handshake;
 
+  epoll_event event{};
+  event.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
+  event.data.u64 = static_cast<uint64_t>(quiet_fd_);
+  if (::epoll_ctl(server_.quiet_watch.native_handle(), EPOLL_CTL_ADD, quiet_fd_, &event) == 0) {
+    auto& slots = server_.quiet_by_fd;
+    const auto slot = static_cast<size_t>(quiet_fd_);
+    if (slots.size() <= slot) slots.resize(slot + 1);
+    slots[slot] = this;
+    intrusive_ptr_add_ref(this);  // the quiet set's; dropped by leave_quiet() or close_socket()
+    return;
+  }
+  begin_talking();  // not watchable there (fs.epoll.max_user_watches?): through asio at once
+}
+
+void MeshConnection::leave_quiet() {
+  const boost::intrusive_ptr<MeshConnection> held(this, false);
+  server_.quiet_by_fd[static_cast<size_t>(quiet_fd_)] = nullptr;
+  // The one-shot entry stays in the quiet set, disabled, until the
+  // descriptor is closed: removing it would cost a syscall for nothing.
+  begin_talking();
+}
+
+void MeshConnection::begin_talking() {
+  const int fd = std::exchange(quiet_fd_, -1);
   boost::system::error_code ec;
+  socket_.assign(peer_.protocol(), fd, ec);
+  if (ec) {  // the reactor could not register it; the descriptor is still ours
+    ::close(fd);
+    log_warn("mesh: cannot watch the connection from " + remote_addr() + ": " + ec.message() + "; closing it");
+    close_socket();
+    return;
+  }
+  // Tells asio the descriptor is non-blocking (accept4 made it so), or its
+  // synchronous reads would wait in poll().
   socket_.non_blocking(true, ec);
   if (server_.tls) {
-    phase_ = Phase::tls_handshake;
     tls_ = std::make_unique<ssl::stream<Socket&>>(socket_, *server_.tls);
     tls_->async_handshake(ssl::stream_base::server, [self = self()](const boost::system::error_code& e) {
       if (self->phase_ != Phase::tls_handshake) return;  // closed meanwhile (stray, shutdown)
@@ -732,13 +872,16 @@ void MeshConnection::on_grace_expired() {
   const std::string_view step = pending_step();
   server_.stray_total.with({std::string(action), std::string(step)}).inc();
 
-  StrayReport report{remote_addr(), local_addr(), connected_at(), step, std::nullopt, {}, bytes_in_};
+  // Nothing here allocates for a connection that never talked: the mesh
+  // thread's allocations freed by the reporter would contend on the
+  // allocator's arena lock with a thread running at a lower priority.
+  StrayReport report{peer_, local_endpoint(), connected_at(), step, std::nullopt, {}, bytes_in_};
   if (hs_) {
     report.protocol_version =
         hs_->machine.protocol_version() ? hs_->machine.protocol_version() : hs_->parser.peer_version();
     report.node_id = hs_->machine.peer_node_id();
   }
-  server_.stray_reporter.report(std::move(report));
+  server_.strays_to_report.push_back(std::move(report));  // handed over once per expiry turn
   if (stray.action == StrayAction::disconnect) {
     finish(Outcome::abnormal);
     close_socket();
@@ -898,6 +1041,8 @@ void MeshConnection::finish(Outcome outcome) {
   (outcome == Outcome::normal ? server_.duration_normal : server_.duration_abnormal).observe(seconds_since(accepted_at_));
 }
 
+// A quiet connection is deleted here (the quiet set held the last
+// reference): every caller returns right after.
 void MeshConnection::close_socket() {
   finish(Outcome::abnormal);  // no-op when already accounted
   phase_ = Phase::closed;
@@ -912,6 +1057,12 @@ void MeshConnection::close_socket() {
     }
     if (next_connection != nullptr) next_connection->prev_connection = prev_connection;
     prev_connection = next_connection = nullptr;
+  }
+  if (quiet_fd_ >= 0) {
+    server_.quiet_by_fd[static_cast<size_t>(quiet_fd_)] = nullptr;
+    ::close(std::exchange(quiet_fd_, -1));  // also leaves the quiet set: the descriptor was never duplicated
+    intrusive_ptr_release(this);
+    return;
   }
   boost::system::error_code ignored;
   socket_.close(ignored);
@@ -934,11 +1085,14 @@ std::chrono::system_clock::time_point MeshConnection::connected_at() const {
          std::chrono::duration_cast<std::chrono::system_clock::duration>(SteadyClock::now() - accepted_at_);
 }
 
-std::string MeshConnection::local_addr() const {
-  if (server_.local_address_is_fixed) return server_.local_address;
-  boost::system::error_code ec;
-  const auto local = socket_.local_endpoint(ec);
-  return ec ? server_.local_address : format_endpoint(local);
+tcp::endpoint MeshConnection::local_endpoint() {
+  if (server_.local_address_is_fixed) return server_.listen_endpoint;
+  tcp::endpoint local;
+  auto length = static_cast<socklen_t>(local.capacity());
+  const int fd = quiet_fd_ >= 0 ? quiet_fd_ : socket_.native_handle();
+  if (::getsockname(fd, local.data(), &length) != 0) return server_.listen_endpoint;
+  local.resize(length);
+  return local;
 }
 
 std::string_view MeshConnection::pending_step() const {
@@ -973,7 +1127,11 @@ void MeshServer::listen() {
   if (!ec) s.acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (!ec) s.acceptor.non_blocking(true, ec);
   if (ec) throw std::runtime_error("cannot listen on mesh address " + s.settings.mesh.listen + ": " + ec.message());
-  s.local_address = format_endpoint(s.acceptor.local_endpoint());
+  const int quiet = ::epoll_create1(EPOLL_CLOEXEC);
+  if (quiet < 0) throw std::runtime_error(std::string("mesh: cannot create an epoll set: ") + std::strerror(errno));
+  s.quiet_watch.assign(quiet);
+  s.listen_endpoint = s.acceptor.local_endpoint();
+  s.local_address = format_endpoint(s.listen_endpoint);
   s.local_address_is_fixed = !endpoint.address().is_unspecified();
 }
 
@@ -982,6 +1140,7 @@ std::string MeshServer::local_address() const { return impl_->local_address; }
 void MeshServer::start() {
   Impl& s = *impl_;
   s.stray_reporter.start();
+  s.watch_quiet();
   s.accept_loop();
   s.thread = std::thread([&s] {
     for (;;) {

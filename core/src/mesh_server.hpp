@@ -6,17 +6,20 @@
 // Threads: the server runs on its own thread and io_context, so a flood of
 // connections and deadline handling never compete with the admin API;
 // events go to the EventBus from that thread, except connection/stray and
-// its log line, which a StrayReporter thread writes so that a burst of
-// expiring connections is closed at the deadline. Membership decisions may
-// complete on any thread; they are posted back.
+// its log line, which a StrayReporter thread (at a lower CPU priority)
+// writes so that a burst of expiring connections is closed at the
+// deadline. The mesh thread never waits on that thread. Membership
+// decisions may complete on any thread; they are posted back.
 //
 // Lifecycle: construct -> listen() (binds, loads TLS; throws) -> start()
 // (starts the thread) -> stop() (closes the listener and every connection,
 // joins the thread; idempotent, also run by the destructor).
 //
-// Memory: a pending connection that has sent nothing holds its socket, a
-// few timestamps and a deadline hook -- no read buffer (plain TCP reads
+// Memory: a pending connection that has sent nothing is a raw descriptor in
+// the server's own epoll set, a few timestamps and a deadline hook -- no
+// Asio reactor state, no pending operation, no read buffer (plain TCP reads
 // into one buffer shared by the thread) and no parser until its first byte.
+// Closing it at its deadline is one close().
 #pragma once
 
 #include <memory>

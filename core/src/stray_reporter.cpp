@@ -1,12 +1,19 @@
 #include "stray_reporter.hpp"
 
 #include <pthread.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
+#include "net_address.hpp"
 #include "zctl/core/event.hpp"
 #include "zctl/core/event_bus.hpp"
 #include "zctl/core/log.hpp"
 
 namespace zctl {
+
+namespace {
+constexpr int kReporterNice = 10;
+}  // namespace
 
 StrayReporter::StrayReporter(EventBus& bus, StrayConfig config) : bus_(bus), config_(std::move(config)) {}
 
@@ -15,15 +22,34 @@ StrayReporter::~StrayReporter() { stop(); }
 void StrayReporter::start() {
   thread_ = std::thread([this] {
     pthread_setname_np(pthread_self(), "mesh-strays");
+    // Lower than the mesh thread, so that with both CPUs busy in a flood the
+    // closes keep their deadlines; raising a nice value needs no privilege,
+    // and a failure only costs that ordering.
+    setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), kReporterNice);
     run();
   });
 }
 
-void StrayReporter::report(StrayReport report) {
-  {
-    std::lock_guard lock(mutex_);
-    queue_.push_back(std::move(report));
+void StrayReporter::report(std::vector<StrayReport>& reports) {
+  std::unique_lock lock(mutex_);
+  take(reports, lock);
+}
+
+bool StrayReporter::try_report(std::vector<StrayReport>& reports) {
+  std::unique_lock lock(mutex_, std::try_to_lock);
+  if (!lock.owns_lock()) return false;
+  take(reports, lock);
+  return true;
+}
+
+void StrayReporter::take(std::vector<StrayReport>& reports, std::unique_lock<std::mutex>& lock) {
+  if (queue_.empty()) {
+    queue_.swap(reports);
+  } else {
+    queue_.insert(queue_.end(), std::make_move_iterator(reports.begin()), std::make_move_iterator(reports.end()));
   }
+  lock.unlock();
+  reports.clear();
   wake_.notify_one();
 }
 
@@ -51,17 +77,18 @@ void StrayReporter::run() {
 }
 
 void StrayReporter::publish(const StrayReport& r) {
+  const std::string remote = format_endpoint(r.remote);
   // The log line first: whoever sees the event may look for it next.
   if (config_.action != StrayAction::none) {
     log_message(config_.log_level,
-                "mesh: stray connection from " + r.remote_addr + ": no join within " +
+                "mesh: stray connection from " + remote + ": no join within " +
                     format_duration(config_.grace_period) + " (stalled at " + std::string(r.pending_step) + ", " +
                     std::to_string(r.bytes_in) + " bytes in)" +
                     (config_.action == StrayAction::disconnect ? "; disconnecting" : "; keeping it open"));
   }
   EventFields fields;
-  fields.add("remoteAddr", r.remote_addr)
-      .add("localAddr", r.local_addr)
+  fields.add("remoteAddr", remote)
+      .add("localAddr", format_endpoint(r.local))
       .add("connectedAt", format_rfc3339(r.connected_at))
       .add("pendingStep", r.pending_step);
   if (r.protocol_version) {

@@ -226,6 +226,31 @@ class StrayTest(MeshTestCase):
         self.assertLess(sent, len(data) - 1, "the dribbler finished its hello before the deadline")
         self.assert_good_join(node)
 
+    def test_a_peer_gone_before_its_first_byte_is_an_abnormal_close_and_no_stray(self):
+        # Idle connections wait outside the node's main reactor until their
+        # first readiness; an EOF is such a readiness too.
+        node = self.start_node()
+        sock = self.connect(node)
+        wait_for(lambda: metric(self.metrics(node), "controller_mesh_connections", state="pending") == 1,
+                 what="the connection pending")
+        sock.close()
+        wait_for(lambda: metric(self.metrics(node), "controller_connection_duration_seconds_count",
+                                outcome="abnormal") == 1, what="the close counted")
+        self.assertEqual(metric(self.metrics(node), "controller_mesh_connections", state="pending"), 0)
+        time.sleep(GRACE_MS / 1000 + TOLERANCE)
+        self.assertEqual([e for e in node.events() if e["eventType"] == "stray"], [])
+        self.assert_good_join(node)
+
+    def test_stopping_the_node_closes_idle_connections_and_exits_0(self):
+        node = self.start_node(stray_action="none")
+        socks = [self.connect(node) for _ in range(3)]
+        wait_for(lambda: metric(self.metrics(node), "controller_mesh_connections", state="pending") == 3,
+                 what="three connections pending")
+        self.assertEqual(node.stop(), 0, node.stderr())
+        for sock in socks:
+            _, closed, _ = read_frames(sock, timeout=3)
+            self.assertTrue(closed)
+
     def test_action_log_and_none_keep_the_connection_and_emit_once(self):
         for action in ("log", "none"):
             with self.subTest(action=action):

@@ -686,6 +686,12 @@ sinks: [ {{ name: events, plugin: file, config: {{ path: {self.events_path} }} }
         if not diag.wait_listening(self.port, 15, self.proc):
             raise BenchError(f"zctl serve is healthy but nothing listens on its mesh port {self.port} "
                              "(does this build have the mesh listener?); stderr:\n" + tail(self.stderr_path))
+        # Ready: it leads its one-node cluster with a validated leader, so the
+        # start-up's elections and disk syncs are over before anything is timed.
+        while not self.http_get("/readyz").startswith("HTTP/1.1 200"):
+            if self.proc.poll() is not None or time.monotonic() - t0 > 30:
+                raise BenchError("zctl serve did not become ready; stderr:\n" + tail(self.stderr_path))
+            time.sleep(0.01)
 
     def http_get(self, path):
         try:

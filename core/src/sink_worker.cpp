@@ -43,8 +43,6 @@ constexpr auto kHealthCheckInterval = std::chrono::seconds(10);
 // per flap.
 constexpr auto kRecoveryStability = std::chrono::seconds(1);
 constexpr auto kBatchLinger = std::chrono::microseconds(500);
-// Batches an asynchronous plugin may have in flight at once (run_pipelined).
-constexpr size_t kAsyncBatchesInFlight = 4;
 // How often a worker waiting to retry moves newly queued events to its spool.
 constexpr auto kSpoolAbsorbInterval = std::chrono::milliseconds(100);
 
@@ -698,7 +696,7 @@ struct SinkWorker::State {
     if (take > 0 && blocked_producers > 0) space_ready.notify_all();
   }
 
-  // A plugin with ZCTL_SINK_CAP_PIPELINE gets up to kAsyncBatchesInFlight
+  // A plugin with ZCTL_SINK_CAP_PIPELINE gets up to kPipelineDepth
   // batches at once, so producing the next batch overlaps waiting for the earlier
   // ones' acknowledgements. A batch that fails leaves the pipeline: the
   // others in flight finish first, then it is retried alone by deliver(),
@@ -730,7 +728,7 @@ struct SinkWorker::State {
           return awaited.at(f.id).has_value() || Clock::now() >= std::min(f.sent + config.call_timeout, deadline);
         };
         const auto room = [&] {
-          return in_flight.size() < kAsyncBatchesInFlight && to_retry.empty() && !reopen_requested &&
+          return in_flight.size() < kPipelineDepth && to_retry.empty() && !reopen_requested &&
                  !replacement.has_value() && !(stopping && Clock::now() >= deadline);
         };
         const auto ready = [&] {

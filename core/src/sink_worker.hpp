@@ -37,6 +37,11 @@ class SinkWorker {
  public:
   using Clock = std::chrono::steady_clock;
 
+  // Batches a plugin with ZCTL_SINK_CAP_PIPELINE may have pending at once.
+  // Four left the kafka sink at 0.85-0.89 of kcat's rate (it waited for
+  // acknowledgements with 4 000 events out); sixteen measured 0.95-1.09.
+  static constexpr size_t kPipelineDepth = 16;
+
   SinkWorker(SinkConfig config, std::shared_ptr<LoadedPlugin> plugin, MetricsRegistry& metrics);
   ~SinkWorker();
 

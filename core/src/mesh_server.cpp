@@ -194,6 +194,7 @@ struct MeshServer::Impl {
   // close in a forked child) is dropped or, with the number reused, at
   // worst moves that newer connection to asio early.
   Descriptor quiet_watch{io.get_executor()};
+  asio::steady_timer quiet_retry{io};
   std::vector<MeshConnection*> quiet_by_fd;
 
   // Every live connection, for stop(): an intrusive list (no allocation
@@ -230,6 +231,10 @@ struct MeshServer::Impl {
 
   // Metrics, looked up once.
   Family<Counter>& stray_total;
+  // stray_total's children for this node's action, by step: no label
+  // lookup (a vector of strings and the family's lock) per stray.
+  std::array<std::pair<std::string_view, Counter*>, 4> strays_by_step{};
+  Counter& stray_counter(std::string_view step);
   Family<Counter>& rejections_total;
   Family<Counter>& protocol_errors_total;
   Histogram& duration_normal;
@@ -369,7 +374,10 @@ MeshServer::Impl::Impl(MeshServerSettings s, EventBus& b, MetricsRegistry& m, Me
       accept_errors_total(m.counter("controller_mesh_accept_errors_total",
                                     "Failed accept() calls on the mesh port, by errno name.", {"reason"})) {
   const char* action = to_string(settings.mesh.stray.action).data();
-  for (const char* step : {"tls_handshake", "hello", "join", "membership"}) stray_total.with({action, step});
+  size_t i = 0;
+  for (const char* step : {"tls_handshake", "hello", "join", "membership"}) {
+    strays_by_step[i++] = {step, &stray_total.with({action, step})};
+  }
 }
 
 void MeshServer::Impl::accept_loop() {
@@ -422,7 +430,13 @@ void MeshServer::Impl::watch_quiet() {
   quiet_watch.async_wait(Descriptor::wait_read, [this](const boost::system::error_code& ec) {
     if (stopping || ec == asio::error::operation_aborted) return;
     if (ec) {
-      log_error("mesh: waiting on idle connections failed: " + ec.message());
+      // Not seen; retried rather than left dead, since every idle
+      // connection's first byte arrives through this wait.
+      log_error("mesh: waiting on idle connections failed: " + ec.message() + "; retrying in 100ms");
+      quiet_retry.expires_after(kAcceptRetryDelay);
+      quiet_retry.async_wait([this](const boost::system::error_code& e) {
+        if (!e && !stopping) on_quiet_ready();
+      });
       return;
     }
     on_quiet_ready();
@@ -554,6 +568,13 @@ void MeshServer::Impl::emit_reject_summary() {
                                     std::chrono::duration_cast<std::chrono::milliseconds>(kRejectSummaryPeriod).count())));
 }
 
+Counter& MeshServer::Impl::stray_counter(std::string_view step) {
+  for (const auto& [name, counter] : strays_by_step) {
+    if (name == step) return *counter;
+  }
+  return stray_total.with({std::string(to_string(settings.mesh.stray.action)), std::string(step)});
+}
+
 void MeshServer::Impl::enter(PhaseDeadlines& phase, MeshConnection& connection) {
   if (phase.queue.push(connection, SteadyClock::now())) arm(phase);
 }
@@ -626,7 +647,7 @@ void MeshServer::Impl::stop_on_io_thread() {
   boost::system::error_code ignored;
   acceptor.close(ignored);
   for (auto* timer : {&accept_retry, &pending.timer, &joined.timer, &closing.timer, &heartbeat_timer,
-                      &flood_sweep_timer, &reject_summary_timer, &stray_handover_retry}) {
+                      &flood_sweep_timer, &reject_summary_timer, &stray_handover_retry, &quiet_retry}) {
     timer->cancel();
   }
   emit_reject_summary();
@@ -669,7 +690,15 @@ void MeshConnection::leave_quiet() {
   server_.quiet_by_fd[static_cast<size_t>(quiet_fd_)] = nullptr;
   // The one-shot entry stays in the quiet set, disabled, until the
   // descriptor is closed: removing it would cost a syscall for nothing.
-  begin_talking();
+  try {
+    begin_talking();
+  } catch (const std::exception& e) {
+    // SSL_new or an allocation failed: this connection ends here, while the
+    // rest of the quiet set's batch still gets its turn. Closed while
+    // `held` keeps it alive, so it leaves every list before it is freed.
+    log_error("mesh: cannot start the connection from " + remote_addr() + ": " + e.what() + "; closing it");
+    close_socket();
+  }
 }
 
 void MeshConnection::begin_talking() {
@@ -868,13 +897,12 @@ void MeshConnection::on_grace_expired() {
   if (stray_reported_ || phase_ >= Phase::joined) return;
   stray_reported_ = true;
   const auto& stray = server_.settings.mesh.stray;
-  const std::string_view action = to_string(stray.action);
   const std::string_view step = pending_step();
-  server_.stray_total.with({std::string(action), std::string(step)}).inc();
+  server_.stray_counter(step).inc();
 
-  // Nothing here allocates for a connection that never talked: the mesh
-  // thread's allocations freed by the reporter would contend on the
-  // allocator's arena lock with a thread running at a lower priority.
+  // Endpoints, not strings: nothing the mesh thread allocates per stray is
+  // freed by the reporter, whose frees would take the mesh thread's
+  // allocator arena lock from a thread of lower priority.
   StrayReport report{peer_, local_endpoint(), connected_at(), step, std::nullopt, {}, bytes_in_};
   if (hs_) {
     report.protocol_version =

@@ -8,8 +8,10 @@
 // events go to the EventBus from that thread, except connection/stray and
 // its log line, which a StrayReporter thread (at a lower CPU priority)
 // writes so that a burst of expiring connections is closed at the
-// deadline. The mesh thread never waits on that thread. Membership
-// decisions may complete on any thread; they are posted back.
+// deadline. Handing strays over never waits on that thread; the other
+// events and log lines of this thread share the EventBus's and the
+// logger's locks with it, and may wait on them. Membership decisions may
+// complete on any thread; they are posted back.
 //
 // Lifecycle: construct -> listen() (binds, loads TLS; throws) -> start()
 // (starts the thread) -> stop() (closes the listener and every connection,

@@ -4,6 +4,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+
 #include "net_address.hpp"
 #include "zctl/core/event.hpp"
 #include "zctl/core/event_bus.hpp"
@@ -12,7 +15,7 @@
 namespace zctl {
 
 namespace {
-constexpr int kReporterNice = 10;
+constexpr int kReporterNiceIncrement = 10;
 }  // namespace
 
 StrayReporter::StrayReporter(EventBus& bus, StrayConfig config) : bus_(bus), config_(std::move(config)) {}
@@ -25,7 +28,10 @@ void StrayReporter::start() {
     // Lower than the mesh thread, so that with both CPUs busy in a flood the
     // closes keep their deadlines; raising a nice value needs no privilege,
     // and a failure only costs that ordering.
-    setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), kReporterNice);
+    const auto tid = static_cast<id_t>(gettid());
+    errno = 0;
+    const int nice = getpriority(PRIO_PROCESS, tid);  // a thread starts at its creator's
+    if (errno == 0) setpriority(PRIO_PROCESS, tid, std::min(nice + kReporterNiceIncrement, 19));
     run();
   });
 }

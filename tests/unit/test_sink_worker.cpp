@@ -71,13 +71,12 @@ TEST_CASE("worker retries a batch until the plugin accepts it, without losing or
 }
 
 TEST_CASE("three failed attempts make the sink unhealthy; a delivery recovers it", "[sink]") {
+  // The outage lasts until the test ends it, so the unhealthy state is not a
+  // window the polling could miss on a slow machine.
   FakeScript script;
-  script.first_results = {ZCTL_SINK_RETRY, ZCTL_SINK_RETRY, ZCTL_SINK_RETRY};
+  script.failing = true;
   MetricsRegistry metrics;
-  SinkConfig config = fast_config(script);
-  config.retry.initial = 200ms;  // long enough to observe the unhealthy state, even under ASan
-  config.retry.max = 200ms;
-  SinkWorker worker(config, fake_plugin(), metrics);
+  SinkWorker worker(fast_config(script), fake_plugin(), metrics);
   worker.start();
   worker.offer(make_event(1));
   // The third failure marks it unhealthy once emit has returned.
@@ -86,6 +85,7 @@ TEST_CASE("three failed attempts make the sink unhealthy; a delivery recovers it
   REQUIRE(report.became_unhealthy);
   CHECK(report.became_unhealthy->find("scripted result 1") != std::string::npos);
   CHECK_FALSE(worker.up());
+  script.failing = false;
   // The plugin records the event inside emit(); the worker counts itself up
   // only once emit() has returned OK, a moment later.
   REQUIRE(eventually([&] { return script.seqs().size() == 1 && worker.up(); }));
@@ -102,8 +102,10 @@ TEST_CASE("three failed attempts make the sink unhealthy; a delivery recovers it
 }
 
 TEST_CASE("a sink that flaps is announced unhealthy once, and recovered only when it stays healthy", "[sink]") {
+  // Each outage lasts until the test ends it, so no state below is a window
+  // the polling could miss on a slow machine.
   FakeScript script;
-  script.first_results = {ZCTL_SINK_RETRY, ZCTL_SINK_RETRY, ZCTL_SINK_RETRY};
+  script.failing = true;
   MetricsRegistry metrics;
   SinkWorker worker(fast_config(script), fake_plugin(), metrics);
   worker.start();
@@ -111,7 +113,8 @@ TEST_CASE("a sink that flaps is announced unhealthy once, and recovered only whe
   REQUIRE(eventually([&] { return script.emit_calls >= 3 && !worker.up(); }));
   const auto t0 = SinkWorker::Clock::now();
   CHECK(worker.take_report(t0).became_unhealthy);
-  REQUIRE(eventually([&] { return worker.up(); }));
+  script.failing = false;
+  REQUIRE(eventually([&] { return script.seqs().size() == 1 && worker.up(); }));
   // Healthy again, then failing again within the second: no announcement in between.
   script.failing = true;
   worker.offer(make_event(2));

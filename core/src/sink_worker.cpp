@@ -43,7 +43,9 @@ constexpr auto kHealthCheckInterval = std::chrono::seconds(10);
 // per flap.
 constexpr auto kRecoveryStability = std::chrono::seconds(1);
 constexpr auto kBatchLinger = std::chrono::microseconds(500);
-// How often a worker waiting to retry moves newly queued events to its spool.
+// How often a worker waiting to retry moves newly queued events to its spool
+// when it cannot do so as they come (its last write failed or left events
+// queued).
 constexpr auto kSpoolAbsorbInterval = std::chrono::milliseconds(100);
 
 const char* result_name(int32_t code) {
@@ -101,6 +103,10 @@ struct SinkWorker::State {
   Clock::time_point deadline = Clock::time_point::max();
   bool reopen_requested = false;
   bool idle = false;  // the worker sleeps until notified; producers must wake it
+  // The worker waits to retry with a spool that takes events: producers
+  // wake it so each event reaches the disk at once, not one absorb interval
+  // later (a kill -9 meanwhile would lose it).
+  bool absorbing = false;
   std::optional<std::pair<SinkConfig, std::shared_ptr<LoadedPlugin>>> replacement;
   // asynchronous completions of the batches in flight, by batch id; a
   // completion for an id not here (late, repeated, unknown) is ignored
@@ -382,14 +388,29 @@ struct SinkWorker::State {
     if (!dead_letter->write(batch, result, reason, attempts, error)) log_error("sink " + name + ": " + error);
   }
 
-  // Sleeps until `until` like sleep_until(), but with a spool keeps moving
-  // newly queued events to disk meanwhile, so an outage fills the spool and
-  // not the (smaller, volatile) queue.
+  // Sleeps until `until` like sleep_until(), but with a spool moves newly
+  // queued events to disk meanwhile, as they come, so an outage fills the
+  // spool and not the (smaller, volatile) queue.
   bool wait_to_retry(Clock::time_point until) {
     if (!spool) return sleep_until(until);
+    bool as_they_come = spool_queued();
     for (;;) {
-      const bool before_deadline = sleep_until(std::min(until, Clock::now() + kSpoolAbsorbInterval));
-      spool_queued();
+      bool before_deadline;
+      {
+        std::unique_lock lock(mutex);
+        // Without progress on the last write (the disk failed, or the spool
+        // is full under `block`), waking per event would spin.
+        absorbing = as_they_come && queue.empty();
+        const auto absorb_by = absorbing ? until : Clock::now() + kSpoolAbsorbInterval;
+        for (;;) {
+          const auto limit = std::min({until, deadline, absorb_by});  // stop() moves the deadline
+          if (Clock::now() >= limit || replacement.has_value() || reopen_requested || (absorbing && !queue.empty())) break;
+          work_ready.wait_until(lock, limit);
+        }
+        absorbing = false;
+        before_deadline = Clock::now() < deadline;
+      }
+      as_they_come = spool_queued();
       if (!before_deadline) return false;
       if (Clock::now() >= until) return true;
       std::lock_guard lock(mutex);
@@ -955,7 +976,7 @@ bool SinkWorker::offer(const EventPtr& event) {
   }
   s.queue.push_back(event);
   s.queue_gauge->set(static_cast<double>(s.queue.size()));
-  if (s.idle) s.work_ready.notify_one();
+  if (s.idle || s.absorbing) s.work_ready.notify_one();
   return true;
 }
 

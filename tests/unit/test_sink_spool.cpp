@@ -250,6 +250,33 @@ TEST_CASE("worker with a spool: an outage fills the spool, not the queue, and re
   CHECK(metrics.counter("controller_sink_events_total", "", {"sink", "result"}).with({"spooled", "dropped"}).value() == 0);
 }
 
+TEST_CASE("worker with a spool: during an outage each event reaches the disk as it comes", "[spool]") {
+  // Until then it is only in memory, where a kill -9 would lose it. One
+  // backoff lasts the whole test, so only an offer can make the worker write.
+  TempDir dir;
+  FakeScript script;
+  script.failing = true;
+  MetricsRegistry metrics;
+  SinkConfig config = spooled_config(script, dir);
+  config.retry.initial = 60s;
+  config.retry.max = 60s;
+  SinkWorker worker(config, fake_plugin(), metrics);
+  worker.start();
+  worker.offer(make_event(1));
+  REQUIRE(eventually([&] { return script.emit_calls == 1 && gauge(metrics, "controller_sink_spool_events", "spooled") == 1; }));
+  const auto start = std::chrono::steady_clock::now();
+  for (uint64_t i = 2; i <= 11; ++i) {
+    worker.offer(make_event(i));
+    REQUIRE(eventually([&] { return gauge(metrics, "controller_sink_spool_events", "spooled") == double(i); }));
+  }
+  // Written on the offer's wake-up: ten events at the 100 ms absorb
+  // interval the worker falls back to would take a second.
+  CHECK(std::chrono::steady_clock::now() - start < 500ms);
+  CHECK(script.emit_calls == 1);
+  CHECK(worker.queued() == 11);
+  CHECK(worker.stop(SinkWorker::Clock::now() + 50ms));
+}
+
 TEST_CASE("worker with a spool: events undelivered at stop are delivered by the next start, first", "[spool]") {
   TempDir dir;
   {

@@ -40,11 +40,15 @@ class DeadlineQueue {
 
   Clock::duration timeout() const { return timeout_; }
 
-  // Appends with deadline now + timeout. Returns true when the hook became
-  // the front, i.e. the owner's timer must be (re)armed.
-  bool push(DeadlineHook& hook, Clock::time_point now) {
+  // Appends with deadline start + timeout, or the back's deadline if that is
+  // later: a start older than the back's (a connection dated back to its TCP
+  // handshake) must not break the order, and is then never early, only up
+  // to the difference late. Returns true when the hook became the front,
+  // i.e. the owner's timer must be (re)armed.
+  bool push(DeadlineHook& hook, Clock::time_point start) {
     unlink_if_linked(hook);
-    hook.deadline = now + timeout_;
+    hook.deadline = start + timeout_;
+    if (tail_ != nullptr && tail_->deadline > hook.deadline) hook.deadline = tail_->deadline;
     hook.queue = this;
     hook.prev = tail_;
     hook.next = nullptr;

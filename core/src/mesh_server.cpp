@@ -1,6 +1,8 @@
 #include "mesh_server.hpp"
 
 #include <openssl/crypto.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/sha.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -20,6 +22,7 @@
 #include <boost/asio/write.hpp>
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <optional>
 #include <set>
@@ -83,7 +86,28 @@ constexpr size_t kAcceptsPerTurn = 64;
 constexpr auto kStrayHandoverRetry = std::chrono::microseconds(500);
 constexpr size_t kQuietEventsPerTurn = 64;
 
+// Coarsest tick Linux is built with (HZ=100): TCP_INFO's ages are whole
+// ticks, so one tick is taken off to never overstate one.
+constexpr auto kKernelTickMargin = std::chrono::milliseconds(10);
+
 enum class Outcome { normal, abnormal };
+
+// How long an accepted connection had waited in the listen backlog, at
+// least: the kernel completes the handshake and queues the connection, and
+// in a burst accept4() collects it tens of milliseconds later. TCP_INFO says
+// how long ago the peer's last ACK arrived: the handshake's for a peer that
+// has sent nothing since, a later one (a shorter age) otherwise. Zero when
+// unknown.
+SteadyClock::duration backlog_wait(int fd) {
+  tcp_info info{};
+  auto length = static_cast<socklen_t>(sizeof(info));
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) != 0 ||
+      length < offsetof(tcp_info, tcpi_last_ack_recv) + sizeof(info.tcpi_last_ack_recv)) {
+    return {};
+  }
+  const auto age = std::chrono::milliseconds(info.tcpi_last_ack_recv);
+  return age > kKernelTickMargin ? age - kKernelTickMargin : SteadyClock::duration{};
+}
 
 // A source address as a hash key (IPv4 as v4-mapped IPv6).
 struct SourceKey {
@@ -146,8 +170,9 @@ struct MeshServer::Impl {
     SteadyClock::time_point last_expiry{};
     void (MeshConnection::*on_expired)();
   };
-  // Inserts (or moves) a connection into `phase` and arms its timer if needed.
-  void enter(PhaseDeadlines& phase, MeshConnection& connection);
+  // Inserts (or moves) a connection into `phase`, its deadline counted from
+  // `start`, and arms the phase's timer if needed.
+  void enter(PhaseDeadlines& phase, MeshConnection& connection, SteadyClock::time_point start = SteadyClock::now());
   void arm(PhaseDeadlines& phase);
   void expire(PhaseDeadlines& phase);
   void send_heartbeats();
@@ -256,10 +281,10 @@ class MeshConnection : public DeadlineHook {
  public:
   enum class Phase { tls_handshake, handshake, deciding, joined, closing, closed };
 
-  // Takes ownership of `fd`, an accepted non-blocking socket.
-  MeshConnection(MeshServer::Impl& server, int fd, const tcp::endpoint& peer)
-      : server_(server), socket_(server.io.get_executor()), peer_(peer), accepted_at_(SteadyClock::now()),
-        quiet_fd_(fd) {}
+  // Takes ownership of `fd`, an accepted non-blocking socket whose TCP
+  // handshake completed at `accepted_at`.
+  MeshConnection(MeshServer::Impl& server, int fd, const tcp::endpoint& peer, SteadyClock::time_point accepted_at)
+      : server_(server), socket_(server.io.get_executor()), peer_(peer), accepted_at_(accepted_at), quiet_fd_(fd) {}
 
   friend void intrusive_ptr_add_ref(MeshConnection* c) { c->refs_.fetch_add(1, std::memory_order_relaxed); }
   friend void intrusive_ptr_release(MeshConnection* c) {
@@ -524,7 +549,10 @@ void MeshServer::Impl::on_accepted(int fd, const tcp::endpoint& peer) {
     refuse_too_many_pending(fd, peer, "max_pending_per_source");
     return;
   }
-  boost::intrusive_ptr<MeshConnection> connection(new MeshConnection(*this, fd, peer));
+  // The grace period runs from the TCP handshake, as the peer sees it, not
+  // from whenever this thread got to the backlog.
+  const auto accepted_at = SteadyClock::now() - backlog_wait(fd);
+  boost::intrusive_ptr<MeshConnection> connection(new MeshConnection(*this, fd, peer, accepted_at));
   connection->start();
 }
 
@@ -575,8 +603,8 @@ Counter& MeshServer::Impl::stray_counter(std::string_view step) {
   return stray_total.with({std::string(to_string(settings.mesh.stray.action)), std::string(step)});
 }
 
-void MeshServer::Impl::enter(PhaseDeadlines& phase, MeshConnection& connection) {
-  if (phase.queue.push(connection, SteadyClock::now())) arm(phase);
+void MeshServer::Impl::enter(PhaseDeadlines& phase, MeshConnection& connection, SteadyClock::time_point start) {
+  if (phase.queue.push(connection, start)) arm(phase);
 }
 
 void MeshServer::Impl::arm(PhaseDeadlines& phase) {
@@ -667,7 +695,7 @@ void MeshConnection::start() {
   ++server_.pending_count;
   ++server_.pending_per_source[source()];
   server_.pending_gauge.add(1);
-  server_.enter(server_.pending, *this);
+  server_.enter(server_.pending, *this, accepted_at_);
   // An idle TLS connection is stalled at the TLS handshake, not at hello.
   if (server_.tls) phase_ = Phase::tls_handshake;
 

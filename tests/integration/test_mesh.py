@@ -6,9 +6,11 @@ flood detection, joined sessions and TLS with certificates made by openssl.
 Frames are built here from man/zctl-protocol.7, independently of the C++
 encoder, so the tests check the documented wire format."""
 
+import datetime
 import json
 import os
 import re
+import signal
 import socket
 import ssl
 import struct
@@ -224,6 +226,32 @@ class StrayTest(MeshTestCase):
         self.assertGreater(dribbled["bytesIn"], 1)
         self.assertLessEqual(dribbled["bytesIn"], sent)
         self.assertLess(sent, len(data) - 1, "the dribbler finished its hello before the deadline")
+        self.assert_good_join(node)
+
+    def test_the_grace_period_runs_from_the_tcp_handshake_not_from_a_late_accept(self):
+        # A node that falls behind (here: stopped) leaves connections in the
+        # kernel's listen backlog; their time there counts against the grace
+        # period, as the peer sees it, and connectedAt says when they came.
+        grace_ms, stalled = 1500, 1.0
+        node = self.start_node(grace_ms=grace_ms)
+        node.signal(signal.SIGSTOP)
+        try:
+            connected_wall = time.time()
+            sock = self.connect(node)  # completes in the kernel while the node is stopped
+            sock.settimeout(None)
+            start = time.monotonic()
+            time.sleep(stalled)
+        finally:
+            node.signal(signal.SIGCONT)
+        frames, closed, _ = read_frames(sock, timeout=5)
+        took = time.monotonic() - start
+        self.assertTrue(closed)
+        self.assertEqual(frames, [])
+        self.assertGreaterEqual(took, grace_ms / 1000 - 0.05, "never before the grace period")
+        self.assertLess(took, grace_ms / 1000 + TOLERANCE, "the stopped second counts against the grace period")
+        (event,) = self.events_of(node, "stray")
+        connected_at = datetime.datetime.fromisoformat(event["connectedAt"][:26] + event["connectedAt"][29:])
+        self.assertLess(abs(connected_at.timestamp() - connected_wall), 0.3, event["connectedAt"])
         self.assert_good_join(node)
 
     def test_a_peer_gone_before_its_first_byte_is_an_abnormal_close_and_no_stray(self):

@@ -66,6 +66,27 @@ TEST_CASE("deadline queue: remove from the front, middle and back keeps the rest
   CHECK_FALSE(queue.next_deadline().has_value());
 }
 
+TEST_CASE("deadline queue: a start older than the back's keeps the order and is never early", "[mesh]") {
+  // Connections are dated back to their TCP handshake, an estimate that
+  // need not rise with the order of accept.
+  DeadlineQueue queue(2s);
+  Tracked a, b, c;
+  a.id = 1, b.id = 2, c.id = 3;
+  queue.push(a, t0 + 30ms);
+  CHECK_FALSE(queue.push(b, t0 + 20ms));  // not the front: no re-arm although its own deadline is earlier
+  queue.push(c, t0 + 40ms);
+  CHECK(expire_all(queue, t0 + 2s + 29ms).empty());  // b is not closed before a
+  CHECK(expire_all(queue, t0 + 2s + 30ms) == std::vector<int>{1, 2});
+  CHECK(expire_all(queue, t0 + 2s + 40ms) == std::vector<int>{3});
+
+  // b took a's deadline, so the front is always the earliest deadline,
+  // whatever leaves the queue first.
+  queue.push(a, t0 + 30ms);
+  queue.push(b, t0 + 20ms);
+  queue.remove(a);
+  CHECK(queue.next_deadline() == t0 + 2s + 30ms);
+}
+
 TEST_CASE("deadline queue: touch moves an entry to the back with a fresh deadline", "[mesh]") {
   DeadlineQueue queue(1s);
   Tracked a, b;

@@ -1,8 +1,8 @@
 #include "mesh_server.hpp"
 
-#include <openssl/crypto.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>

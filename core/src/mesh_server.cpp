@@ -185,7 +185,6 @@ struct MeshServer::Impl {
 
   asio::io_context io{1};
   Acceptor acceptor{io.get_executor()};
-  std::string local_address;
   tcp::endpoint listen_endpoint;
   std::optional<ssl::context> tls;
   std::thread thread;
@@ -1187,11 +1186,10 @@ void MeshServer::listen() {
   if (quiet < 0) throw std::runtime_error(std::string("mesh: cannot create an epoll set: ") + std::strerror(errno));
   s.quiet_watch.assign(quiet);
   s.listen_endpoint = s.acceptor.local_endpoint();
-  s.local_address = format_endpoint(s.listen_endpoint);
   s.local_address_is_fixed = !endpoint.address().is_unspecified();
 }
 
-std::string MeshServer::local_address() const { return impl_->local_address; }
+std::string MeshServer::local_address() const { return format_endpoint(impl_->listen_endpoint); }
 
 void MeshServer::start() {
   Impl& s = *impl_;

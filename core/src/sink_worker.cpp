@@ -43,9 +43,9 @@ constexpr auto kHealthCheckInterval = std::chrono::seconds(10);
 // per flap.
 constexpr auto kRecoveryStability = std::chrono::seconds(1);
 constexpr auto kBatchLinger = std::chrono::microseconds(500);
-// How often a worker waiting to retry moves newly queued events to its spool
-// when it cannot do so as they come (its last write failed or left events
-// queued).
+// How often, at the latest, a worker waiting to retry moves newly queued
+// events to its spool; offers wake it sooner, unless its last write failed
+// or left events queued.
 constexpr auto kSpoolAbsorbInterval = std::chrono::milliseconds(100);
 
 const char* result_name(int32_t code) {
@@ -266,14 +266,17 @@ struct SinkWorker::State {
   // Returns false when the deadline passed (give up).
   // Wakes early for a reconfiguration (SIGHUP), so a sink stuck retrying
   // can be fixed; the limit is re-read on every wake because stop() may set
-  // the deadline while we sleep.
-  bool sleep_until(Clock::time_point until) {
+  // the deadline while we sleep. With `wake_on_offer`, and nothing queued
+  // yet, also wakes for the next event offered (see `absorbing`).
+  bool sleep_until(Clock::time_point until, bool wake_on_offer = false) {
     std::unique_lock lock(mutex);
+    absorbing = wake_on_offer && queue.empty();
     for (;;) {
       const auto limit = std::min(until, deadline);
-      if (Clock::now() >= limit || replacement.has_value() || reopen_requested) break;
+      if (Clock::now() >= limit || replacement.has_value() || reopen_requested || (absorbing && !queue.empty())) break;
       work_ready.wait_until(lock, limit);
     }
+    absorbing = false;
     return Clock::now() < deadline;
   }
 
@@ -393,24 +396,13 @@ struct SinkWorker::State {
   // spool and not the (smaller, volatile) queue.
   bool wait_to_retry(Clock::time_point until) {
     if (!spool) return sleep_until(until);
-    bool as_they_come = spool_queued();
+    bool wrote = spool_queued();
     for (;;) {
-      bool before_deadline;
-      {
-        std::unique_lock lock(mutex);
-        // Without progress on the last write (the disk failed, or the spool
-        // is full under `block`), waking per event would spin.
-        absorbing = as_they_come && queue.empty();
-        const auto absorb_by = absorbing ? until : Clock::now() + kSpoolAbsorbInterval;
-        for (;;) {
-          const auto limit = std::min({until, deadline, absorb_by});  // stop() moves the deadline
-          if (Clock::now() >= limit || replacement.has_value() || reopen_requested || (absorbing && !queue.empty())) break;
-          work_ready.wait_until(lock, limit);
-        }
-        absorbing = false;
-        before_deadline = Clock::now() < deadline;
-      }
-      as_they_come = spool_queued();
+      // Woken by each offer, unless the last write failed or left events
+      // queued (the spool full under `block`): waking per event would then
+      // spin, and kSpoolAbsorbInterval is all that is left.
+      const bool before_deadline = sleep_until(std::min(until, Clock::now() + kSpoolAbsorbInterval), wrote);
+      wrote = spool_queued();
       if (!before_deadline) return false;
       if (Clock::now() >= until) return true;
       std::lock_guard lock(mutex);

@@ -443,6 +443,7 @@ class Loop:
         failures = {}
         sources, nsrc = self.sources, len(self.sources)
         opened = inflight = established = ended = failed = 0
+        before_grace = 0                 # closed sooner than the grace period after connect() was called
         t_first_end = t_last_end = t_first_est = None
         t_all_est = t_all_accepted = None
         last_est = 0
@@ -501,6 +502,8 @@ class Loop:
                     except BlockingIOError:
                         continue
                     lifetimes.append((order[fd], now - t_est[fd]))
+                    if now - t_start[fd] < grace_ns:
+                        before_grace += 1
                     ends[kind] += 1
                     s.close()
                     socks[fd] = None
@@ -600,6 +603,7 @@ class Loop:
         return {
             "opened": opened, "established": established, "connect_failed": failed,
             "failures": failures, "not_closed": not_closed, "closed": ended, "ends": ends,
+            "closed_before_grace": before_grace,
             "all_established_s": (t_all_est - t0) / 1e9 if t_all_est else None,
             "all_accepted_s": (t_all_accepted - t0) / 1e9 if t_all_accepted else None,
             "first_close_after_all_accepted_s":
@@ -1055,6 +1059,7 @@ def print_report(r):
     row("  as FIN / RST / data first", lambda d: "{}/{}/{}".format(d["ends"]["eof"], d["ends"]["rst"],
                                                                   d["ends"]["data"]))
     row("  seen > 1 ms before the grace period", lambda d: fmt(d["closed_early"]))
+    row("  closed before the grace period from connect()", lambda d: fmt(d["closed_before_grace"]))
     row("closed from first to last", lambda d: fmt(d["close_span_s"], " s", 3))
     row("close rate", lambda d: fmt(d["close_rate_per_s"], "/s"),
         lambda a, b: ratio(a["close_rate_per_s"], b["close_rate_per_s"]))
@@ -1152,6 +1157,12 @@ def targets(r):
         out.append({"what": f"close lateness p99 {fmt(p99, ' ms', 2)} <= 20 ms (met in {met} of {len(per)} rounds)",
                     "pass": None if p99 is None else p99 <= 20})
         total = n * len(r["rounds"])
+        # The one lateness that is not noise: the client stamps connect()
+        # before the SYN leaves, so a close sooner than the grace period after
+        # it is a server that started its clock before the handshake.
+        out.append({"what": f"none closed before its grace period, counted from connect(): "
+                            f"{z['closed_before_grace']} of {z['closed']}",
+                    "pass": z["closed_before_grace"] == 0})
         out.append({"what": f"all {n} closed, every round: {z['closed']} of {total} closed, {z['not_closed']} "
                             f"left open, {z['connect_failed']} never connected",
                     "pass": z["closed"] == total})
@@ -1329,7 +1340,8 @@ def run(args, grace_ms):
 
 
 # Keys whose values add up over rounds (counts); everything numeric else is the median.
-SUMMED = {"opened", "established", "connect_failed", "not_closed", "closed", "closed_early", "log_lines",
+SUMMED = {"opened", "established", "connect_failed", "not_closed", "closed", "closed_early", "closed_before_grace",
+          "log_lines",
           "stray_events_in_sink", "count", "failed"}
 SUMMED_CHILDREN = {"ends", "listen_counters", "failures", "metrics"}
 

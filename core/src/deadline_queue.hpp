@@ -41,9 +41,9 @@ class DeadlineQueue {
   Clock::duration timeout() const { return timeout_; }
 
   // Appends with deadline start + timeout, or the back's deadline if that is
-  // later: a start older than the back's (a connection dated back to its TCP
-  // handshake) must not break the order, and is then never early, only up
-  // to the difference late. Returns true when the hook became the front,
+  // later: a start older than the back's (a caller's estimate of when a
+  // connection began need not rise with the order of insertion) must not
+  // break the order, and is then never early, only up to the difference late. Returns true when the hook became the front,
   // i.e. the owner's timer must be (re)armed.
   bool push(DeadlineHook& hook, Clock::time_point start) {
     unlink_if_linked(hook);

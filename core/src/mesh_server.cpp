@@ -31,6 +31,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "accept_queue_clock.hpp"
 #include "deadline_queue.hpp"
 #include "membership.hpp"
 #include "mesh_protocol.hpp"
@@ -86,27 +87,18 @@ constexpr size_t kAcceptsPerTurn = 64;
 constexpr auto kStrayHandoverRetry = std::chrono::microseconds(500);
 constexpr size_t kQuietEventsPerTurn = 64;
 
-// Coarsest tick Linux is built with (HZ=100): TCP_INFO's ages are whole
-// ticks, so one tick is taken off to never overstate one.
-constexpr auto kKernelTickMargin = std::chrono::milliseconds(10);
-
 enum class Outcome { normal, abnormal };
 
-// How long an accepted connection had waited in the listen backlog, at
-// least: the kernel completes the handshake and queues the connection, and
-// in a burst accept4() collects it tens of milliseconds later. TCP_INFO says
-// how long ago the peer's last ACK arrived: the handshake's for a peer that
-// has sent nothing since, a later one (a shorter age) otherwise. Zero when
-// unknown.
-SteadyClock::duration backlog_wait(int fd) {
+// Connections waiting in a listen socket's accept queue: TCP_INFO of a
+// listener reports them in tcpi_unacked. Nullopt when it cannot tell.
+std::optional<uint64_t> accept_queue_length(int listener) {
   tcp_info info{};
   auto length = static_cast<socklen_t>(sizeof(info));
-  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &length) != 0 ||
-      length < offsetof(tcp_info, tcpi_last_ack_recv) + sizeof(info.tcpi_last_ack_recv)) {
-    return {};
+  if (::getsockopt(listener, IPPROTO_TCP, TCP_INFO, &info, &length) != 0 ||
+      length < offsetof(tcp_info, tcpi_unacked) + sizeof(info.tcpi_unacked) || info.tcpi_state != TCP_LISTEN) {
+    return std::nullopt;
   }
-  const auto age = std::chrono::milliseconds(info.tcpi_last_ack_recv);
-  return age > kKernelTickMargin ? age - kKernelTickMargin : SteadyClock::duration{};
+  return info.tcpi_unacked;
 }
 
 // A source address as a hash key (IPv4 as v4-mapped IPv6).
@@ -154,7 +146,7 @@ struct MeshServer::Impl {
   void accept_loop();
   void accept_ready();
   void accept_failed(int error);
-  void on_accepted(int fd, const tcp::endpoint& peer);
+  void on_accepted(int fd, const tcp::endpoint& peer, SteadyClock::time_point established_by);
   void count_for_flood(const asio::ip::address& address, const SourceKey& source);
   void refuse_too_many_pending(int fd, const tcp::endpoint& peer, std::string_view limit);
   void watch_quiet();
@@ -190,6 +182,10 @@ struct MeshServer::Impl {
   std::thread thread;
   bool stopping = false;  // io thread
 
+  // When each accepted connection's handshake completed, at the latest:
+  // the grace period runs from there, not from whenever this thread got to
+  // the backlog. Looked at once per accept turn.
+  AcceptQueueClock accept_clock;
   asio::steady_timer accept_retry{io};
   asio::steady_timer heartbeat_timer{io};
   asio::steady_timer flood_sweep_timer{io};
@@ -281,7 +277,7 @@ class MeshConnection : public DeadlineHook {
   enum class Phase { tls_handshake, handshake, deciding, joined, closing, closed };
 
   // Takes ownership of `fd`, an accepted non-blocking socket whose TCP
-  // handshake completed at `accepted_at`.
+  // handshake had completed by `accepted_at` (see AcceptQueueClock).
   MeshConnection(MeshServer::Impl& server, int fd, const tcp::endpoint& peer, SteadyClock::time_point accepted_at)
       : server_(server), socket_(server.io.get_executor()), peer_(peer), accepted_at_(accepted_at), quiet_fd_(fd) {}
 
@@ -414,6 +410,9 @@ void MeshServer::Impl::accept_loop() {
 // accept4() directly rather than asio's accept: an accepted descriptor
 // starts quiet (see Impl::quiet_watch), and asio would register it at once.
 void MeshServer::Impl::accept_ready() {
+  if (const auto queued = accept_queue_length(acceptor.native_handle())) {
+    accept_clock.looked(*queued, SteadyClock::now());
+  }
   for (size_t i = 0; i < kAcceptsPerTurn && !stopping; ++i) {
     tcp::endpoint peer;
     auto length = static_cast<socklen_t>(peer.capacity());
@@ -421,15 +420,23 @@ void MeshServer::Impl::accept_ready() {
     if (fd < 0) {
       const int error = errno;
       if (error == EAGAIN || error == EWOULDBLOCK) {
+        accept_clock.drained();
         accept_loop();
         return;
       }
-      if (error == EINTR || error == ECONNABORTED) continue;  // that peer is gone; the backlog is not
+      if (error == EINTR) continue;
+      if (error == ECONNABORTED) {
+        // That peer is gone, the backlog is not. It left the queue's front:
+        // counted, or the clock would take later connections for earlier
+        // ones (counting one too many only makes their clocks start later).
+        accept_clock.accepted(SteadyClock::now());
+        continue;
+      }
       accept_failed(error);
       return;
     }
     peer.resize(length);
-    on_accepted(fd, peer);
+    on_accepted(fd, peer, accept_clock.accepted(SteadyClock::now()));
   }
   // A full turn: the backlog may hold more. Connections already accepted
   // get to run before the next turn.
@@ -535,7 +542,7 @@ void MeshServer::Impl::sweep_flood_windows() {
   }
 }
 
-void MeshServer::Impl::on_accepted(int fd, const tcp::endpoint& peer) {
+void MeshServer::Impl::on_accepted(int fd, const tcp::endpoint& peer, SteadyClock::time_point established_by) {
   accepted_total.inc();
   const SourceKey source = source_key(peer.address());
   count_for_flood(peer.address(), source);
@@ -548,10 +555,7 @@ void MeshServer::Impl::on_accepted(int fd, const tcp::endpoint& peer) {
     refuse_too_many_pending(fd, peer, "max_pending_per_source");
     return;
   }
-  // The grace period runs from the TCP handshake, as the peer sees it, not
-  // from whenever this thread got to the backlog.
-  const auto accepted_at = SteadyClock::now() - backlog_wait(fd);
-  boost::intrusive_ptr<MeshConnection> connection(new MeshConnection(*this, fd, peer, accepted_at));
+  boost::intrusive_ptr<MeshConnection> connection(new MeshConnection(*this, fd, peer, established_by));
   connection->start();
 }
 

@@ -170,6 +170,18 @@ class Node:
     def signal(self, sig):
         self.proc.send_signal(sig)
 
+    def stopped(self):
+        """True once every thread of the node is stopped (SIGSTOP), not just signalled."""
+        task_dir = f"/proc/{self.proc.pid}/task"
+        states = []
+        for tid in os.listdir(task_dir):
+            try:
+                with open(f"{task_dir}/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+            except FileNotFoundError:
+                continue  # a thread that ended meanwhile
+        return bool(states) and all(state in ("T", "t") for state in states)
+
     def stop(self, timeout=10):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

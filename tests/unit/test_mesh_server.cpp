@@ -1,5 +1,6 @@
-// The mesh server's pure parts: the shared-timeout deadline queue, the join
-// token comparison and the configured membership. The server itself is
+// The mesh server's pure parts: the shared-timeout deadline queue, the
+// accept queue clock, the join token comparison and the configured
+// membership. The server itself is
 // exercised through real sockets in tests/integration/test_mesh.py.
 #include <catch2/catch.hpp>
 
@@ -7,12 +8,14 @@
 #include <optional>
 #include <vector>
 
+#include "accept_queue_clock.hpp"
 #include "deadline_queue.hpp"
 #include "fake_membership.hpp"
 #include "membership.hpp"
 #include "mesh_server.hpp"
 
 using namespace std::chrono_literals;
+using zctl::AcceptQueueClock;
 using zctl::DeadlineHook;
 using zctl::DeadlineQueue;
 
@@ -67,8 +70,8 @@ TEST_CASE("deadline queue: remove from the front, middle and back keeps the rest
 }
 
 TEST_CASE("deadline queue: a start older than the back's keeps the order and is never early", "[mesh]") {
-  // Connections are dated back to their TCP handshake, an estimate that
-  // need not rise with the order of accept.
+  // A caller's start is an estimate of when the connection began; nothing
+  // makes it rise with the order of insertion.
   DeadlineQueue queue(2s);
   Tracked a, b, c;
   a.id = 1, b.id = 2, c.id = 3;
@@ -85,6 +88,49 @@ TEST_CASE("deadline queue: a start older than the back's keeps the order and is 
   queue.push(b, t0 + 20ms);
   queue.remove(a);
   CHECK(queue.next_deadline() == t0 + 2s + 30ms);
+}
+
+TEST_CASE("accept queue clock: a connection starts at the first look that saw it queued", "[mesh]") {
+  AcceptQueueClock clock;
+  clock.looked(3, t0 + 10ms);  // connections 0, 1, 2 were queued by 10 ms
+  clock.looked(5, t0 + 12ms);  // nothing accepted since: 3 and 4 arrived between the looks
+  CHECK(clock.accepted(t0 + 20ms) == t0 + 10ms);
+  CHECK(clock.accepted(t0 + 21ms) == t0 + 10ms);
+  CHECK(clock.accepted(t0 + 22ms) == t0 + 10ms);
+  CHECK(clock.accepted(t0 + 23ms) == t0 + 12ms);
+  clock.looked(2, t0 + 30ms);  // 4 still queued, and 5 new: 4 keeps its earlier look
+  CHECK(clock.accepted(t0 + 31ms) == t0 + 12ms);
+  CHECK(clock.accepted(t0 + 32ms) == t0 + 30ms);
+  // Arrived after the last look: its accept is all that is known.
+  CHECK(clock.accepted(t0 + 40ms) == t0 + 40ms);
+}
+
+TEST_CASE("accept queue clock: never earlier than the accept, and no look outlives a drained queue", "[mesh]") {
+  AcceptQueueClock clock;
+  CHECK(clock.accepted(t0 + 5ms) == t0 + 5ms);  // no look at all
+  clock.looked(0, t0 + 6ms);                     // an empty queue says nothing
+  CHECK(clock.looks() == 0);
+
+  clock.looked(4, t0 + 10ms);
+  CHECK(clock.accepted(t0 + 11ms) == t0 + 10ms);
+  // accept() found the queue empty although the look promised three more:
+  // a connection left without being accepted, so the count is off. The
+  // next connection must not take the old look's time.
+  clock.drained();
+  CHECK(clock.looks() == 0);
+  CHECK(clock.accepted(t0 + 50ms) == t0 + 50ms);
+}
+
+TEST_CASE("accept queue clock: a queue shorter than an earlier look promised resets the count", "[mesh]") {
+  AcceptQueueClock clock;
+  clock.looked(10, t0 + 10ms);  // 0..9 queued by 10 ms
+  CHECK(clock.accepted(t0 + 11ms) == t0 + 10ms);
+  // One accepted, so 9 should still wait; a look finds 5: four left the
+  // queue unseen. Which connection is which is no longer known, so the
+  // next ones start at this look, not at the first one's 10 ms.
+  clock.looked(5, t0 + 20ms);
+  CHECK(clock.accepted(t0 + 21ms) == t0 + 20ms);
+  CHECK(clock.looks() == 1);
 }
 
 TEST_CASE("deadline queue: touch moves an entry to the back with a fresh deadline", "[mesh]") {

@@ -641,6 +641,16 @@ class ProbeTest(MeshTestCase):
         report = self.probe(node, "--mode", "join", "--cluster-id", "elsewhere", expect_code=1)
         self.assertEqual(report["replies"], {"rejected:wrong_cluster": 1})
 
+    def test_thousands_at_once_are_each_timed_from_their_own_connect(self):
+        # Issued all at once, the first connections' completions and closes
+        # waited behind the last connect and came out with a time to close
+        # near zero; the probe now issues its connects in small batches.
+        count = 6000
+        node = self.start_node(mesh_extra=f"  max_pending_per_source: {count}")
+        report = self.probe(node, "--mode", "idle", "--connections", str(count), "--concurrency", str(count))
+        self.assertEqual((report["verdict"], report["closedByNode"]), ("pass", count), report["failures"])
+        self.assertGreaterEqual(report["times"]["minMs"], GRACE_MS - 50, report["times"])
+
     def test_nothing_listening_is_exit_3(self):
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))

@@ -1,5 +1,6 @@
 #include "zctl/core/event.hpp"
 
+#include <array>
 #include <ctime>
 
 #include "zctl/core/detail/json_text.hpp"
@@ -9,7 +10,10 @@ namespace zctl {
 namespace {
 
 // localtime_r takes a lock and reads the zone; events arrive far more often
-// than once a second, so each thread keeps the formatted second it saw last.
+// than once a second, so each thread keeps the formatted seconds it saw last.
+// Four slots, by second: a stray event formats its connection's start (the
+// grace period ago) and its own time, which in one slot would evict each
+// other on every event.
 struct SecondCache {
   std::time_t second = -1;
   char date_time[20] = {};  // "YYYY-MM-DDTHH:MM:SS"
@@ -17,7 +21,8 @@ struct SecondCache {
 };
 
 const SecondCache& cached_second(std::time_t second) {
-  thread_local SecondCache cache;
+  thread_local std::array<SecondCache, 4> caches;
+  SecondCache& cache = caches[static_cast<size_t>(second) % caches.size()];
   if (cache.second != second) {
     std::tm local{};
     localtime_r(&second, &local);

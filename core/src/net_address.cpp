@@ -29,8 +29,28 @@ boost::asio::ip::tcp::endpoint resolve_listen_address(const std::string& address
 
 std::string format_endpoint(const boost::asio::ip::tcp::endpoint& endpoint) {
   const auto ip = endpoint.address();
-  const std::string host = ip.is_v6() ? "[" + ip.to_string() + "]" : ip.to_string();
-  return host + ":" + std::to_string(endpoint.port());
+  if (ip.is_v6()) return "[" + ip.to_string() + "]:" + std::to_string(endpoint.port());
+  // By hand: glibc's inet_ntop formats IPv4 with sprintf, and every stray
+  // event formats two endpoints.
+  char text[sizeof "255.255.255.255:65535"];
+  char* out = text;
+  const auto append = [&out](unsigned value) {
+    char digits[5];
+    int n = 0;
+    do {
+      digits[n++] = static_cast<char>('0' + value % 10);
+      value /= 10;
+    } while (value != 0);
+    while (n > 0) *out++ = digits[--n];
+  };
+  const auto bytes = ip.to_v4().to_bytes();
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    if (i > 0) *out++ = '.';
+    append(bytes[i]);
+  }
+  *out++ = ':';
+  append(endpoint.port());
+  return std::string(text, out);
 }
 
 }  // namespace zctl

@@ -40,6 +40,18 @@ TEST_CASE("timestamps are RFC 3339 with nanoseconds and the local offset", "[eve
         "1970-01-01T00:00:00.000000005+00:00");
 }
 
+TEST_CASE("timestamps stay exact for alternating seconds and for seconds that share a cache slot", "[events]") {
+  ::setenv("TZ", "UTC", 1);
+  ::tzset();
+  using std::chrono::seconds;
+  const auto base = std::chrono::system_clock::time_point(seconds(1736535300));
+  for (int round = 0; round < 2; ++round) {
+    CHECK(format_rfc3339(base) == "2025-01-10T18:55:00.000000000+00:00");
+    CHECK(format_rfc3339(base + seconds(4)) == "2025-01-10T18:55:04.000000000+00:00");  // base's slot
+    CHECK(format_rfc3339(base - seconds(2)) == "2025-01-10T18:54:58.000000000+00:00");  // a stray's start
+  }
+}
+
 TEST_CASE("an event serialises its envelope first, then its fields, as valid JSON", "[events]") {
   EventFields fields;
   fields.add("remoteAddr", "10.0.0.9:51234")

@@ -1139,9 +1139,11 @@ MeshConnection::Handshake& MeshConnection::active() {
 
 std::chrono::system_clock::time_point MeshConnection::connected_at() const {
   // Derived rather than stored: one clock reading fewer per accept and
-  // eight bytes fewer per idle connection.
-  return std::chrono::system_clock::now() -
-         std::chrono::duration_cast<std::chrono::system_clock::duration>(SteadyClock::now() - accepted_at_);
+  // eight bytes fewer per idle connection. The steady clock is read first,
+  // so a preemption between the two readings can only make the result
+  // later, never earlier than the connection.
+  const auto elapsed = SteadyClock::now() - accepted_at_;
+  return std::chrono::system_clock::now() - std::chrono::duration_cast<std::chrono::system_clock::duration>(elapsed);
 }
 
 tcp::endpoint MeshConnection::local_endpoint() {

@@ -273,9 +273,9 @@ class StrayTest(MeshTestCase):
         for _ in range(count):
             sock = socket.socket()
             self.addCleanup(sock.close)
-            started_at = time.monotonic()
+            started_at = (time.monotonic(), time.time())
             sock.connect(node.mesh_address)
-            started[sock.getsockname()[1]] = (started_at, time.time())
+            started[sock.getsockname()[1]] = started_at
             socks.append(sock)
         sel = selectors.DefaultSelector()
         for sock in socks:
@@ -640,16 +640,6 @@ class ProbeTest(MeshTestCase):
         self.assertEqual((report["verdict"], report["early"]), ("fail", 1))
         report = self.probe(node, "--mode", "join", "--cluster-id", "elsewhere", expect_code=1)
         self.assertEqual(report["replies"], {"rejected:wrong_cluster": 1})
-
-    def test_thousands_at_once_are_each_timed_from_their_own_connect(self):
-        # Issued all at once, the first connections' completions and closes
-        # waited behind the last connect and came out with a time to close
-        # near zero; the probe now issues its connects in small batches.
-        count = 6000
-        node = self.start_node(mesh_extra=f"  max_pending_per_source: {count}")
-        report = self.probe(node, "--mode", "idle", "--connections", str(count), "--concurrency", str(count))
-        self.assertEqual((report["verdict"], report["closedByNode"]), ("pass", count), report["failures"])
-        self.assertGreaterEqual(report["times"]["minMs"], GRACE_MS - 50, report["times"])
 
     def test_nothing_listening_is_exit_3(self):
         sock = socket.socket()

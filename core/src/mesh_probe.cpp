@@ -59,6 +59,9 @@ constexpr auto kProgressInterval = std::chrono::milliseconds(250);
 // connect: all were stamped together, seconds late, and a time to close
 // came out near zero.
 constexpr size_t kConnectsPerTurn = 32;
+// Linux's first SYN retransmission: a connect that took this long had its
+// SYN dropped, which a listener does when its accept queue is full.
+constexpr auto kSynRetransmitTime = std::chrono::seconds(1);
 constexpr size_t kMaxDetails = 5;
 constexpr auto kLeaveWait = std::chrono::seconds(2);  // join: how long to wait for the node to close a joined session
 
@@ -742,6 +745,7 @@ ProbeReport summarize_probe(const ProbeOptions& options, const std::vector<Conne
 
   std::vector<ProbeDuration> times;
   std::vector<ProbeDuration> connect_times;
+  size_t slow_connects = 0;
   std::set<uint8_t> versions;
   std::map<std::string, size_t> connect_errors;
   std::map<std::string, size_t> session_errors;
@@ -762,7 +766,10 @@ ProbeReport summarize_probe(const ProbeOptions& options, const std::vector<Conne
       continue;
     }
     ++report.opened;
-    if (r.connect_time) connect_times.push_back(*r.connect_time);
+    if (r.connect_time) {
+      connect_times.push_back(*r.connect_time);
+      if (*r.connect_time >= kSynRetransmitTime) ++slow_connects;
+    }
     if (!r.error.empty()) ++session_errors[r.error];
     if (r.timed_out) ++report.timed_out;
 
@@ -850,6 +857,15 @@ ProbeReport summarize_probe(const ProbeOptions& options, const std::vector<Conne
     if (report.late > 0) {
       f.push_back(count_of(report.late, n, "connection") + " closed by the node too late: the last after " +
                   format_probe_duration(*latest_late) + ", expected by " + format_probe_duration(window_end));
+      // The node counts from its own end of the handshake. With its accept
+      // queue full the kernel drops SYNs (seen here as slow connects) and
+      // handshake ACKs (not seen here: this side is connected, the node's
+      // is not until a retransmission), so closes come late by seconds.
+      if (slow_connects > 0) {
+        f.back() += "; " + count_of(slow_connects, n, "connect") +
+                    " took 1s or more (a SYN retransmitted): the node's listen backlog was full, so its side of "
+                    "the handshake may have completed later than this one; try a lower --concurrency";
+      }
     }
     if (report.timed_out > 0) {
       f.push_back(count_of(report.timed_out, n, "connection") + " still open at the timeout of " +

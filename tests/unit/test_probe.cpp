@@ -364,6 +364,17 @@ TEST_CASE("stalling modes pass only when every close falls in [grace, grace + to
     CHECK(r.late == 1);
     CHECK(any_failure_contains(r, "1 of 3 connections closed by the node too late: the last after 31.001s"));
   }
+  SECTION("late after connects that needed a SYN retransmission: the failure says the backlog was full") {
+    ConnectionResult slow = closed_after(1, 32000);
+    slow.connect_time = ms(1003);
+    ConnectionResult quick = closed_after(2, 30600);
+    quick.connect_time = ms(1);
+    const ProbeReport r = summarize_probe(o, {closed_after(0, 30000), slow, quick});
+    CHECK(r.late == 1);
+    CHECK(any_failure_contains(r, "1 of 3 connects took 1s or more (a SYN retransmitted): the node's listen backlog"));
+    const ProbeReport fast = summarize_probe(o, {closed_after(0, 30000), closed_after(1, 32000), quick});
+    CHECK_FALSE(any_failure_contains(fast, "listen backlog"));
+  }
   SECTION("one never closed") {
     ConnectionResult open;
     open.index = 2;

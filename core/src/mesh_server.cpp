@@ -450,7 +450,8 @@ void MeshServer::Impl::accept_failed(int error) {
   accept_errors_total.with({name != nullptr ? name : std::to_string(error)}).inc();
   // Out of descriptors (or memory): back off instead of spinning; the
   // connections waiting in the backlog are accepted once some close.
-  log_warn(std::string("mesh: accept failed: ") + std::strerror(error) + "; retrying in 100ms");
+  log_warn(std::string("mesh: accept failed: ") + std::strerror(error) + "; retrying in " +
+           format_duration(kAcceptRetryDelay));
   accept_retry.expires_after(kAcceptRetryDelay);
   accept_retry.async_wait([this](const boost::system::error_code& e) {
     if (!e && !stopping) accept_ready();
@@ -463,7 +464,8 @@ void MeshServer::Impl::watch_quiet() {
     if (ec) {
       // Not seen; retried rather than left dead, since every idle
       // connection's first byte arrives through this wait.
-      log_error("mesh: waiting on idle connections failed: " + ec.message() + "; retrying in 100ms");
+      log_error("mesh: waiting on idle connections failed: " + ec.message() + "; retrying in " +
+                format_duration(kAcceptRetryDelay));
       quiet_retry.expires_after(kAcceptRetryDelay);
       quiet_retry.async_wait([this](const boost::system::error_code& e) {
         if (!e && !stopping) on_quiet_ready();

@@ -14,8 +14,9 @@ BUILD_PACKAGES=(
 TEST_PACKAGES=(catch2 python3 curl openssl prometheus groff-base bash-completion systemd clang-14 libclang-rt-14-dev rsyslog rsyslog-gnutls kcat iproute2)
 # Benchmarks under bench/: nginx is the reference server of bench/mesh_flood.py and the webhook
 # receiver of bench/sinks.py, which also talks to rsyslogd and runs logger; kcat is the
-# reference producer of bench/kafka_bench.py; etcd is the reference cluster of bench/failover.py.
-BENCH_PACKAGES=(python3 nginx rsyslog bsdutils kcat etcd-server etcd-client)
+# reference producer of bench/kafka_bench.py; etcd is the reference cluster of bench/failover.py;
+# perf traces the accepts of bench/accept_lag.py.
+BENCH_PACKAGES=(python3 nginx rsyslog bsdutils kcat etcd-server etcd-client linux-perf)
 
 want=("${BUILD_PACKAGES[@]}")
 for arg in "$@"; do

@@ -3,8 +3,8 @@
 
 A diagnostic for the unpaced mesh flood (bench/mesh_flood.py), not a target.
 Opens N idle connections against a server that is already running (a
-`zctl serve` mesh port, or nginx), 512 in flight, 32 connects per loop turn,
-and stamps each completion on CLOCK_MONOTONIC. Meanwhile `perf record`
+`zctl serve` mesh port, or nginx), in mesh_flood.py's shape (512 in flight,
+32 connects per loop turn), and stamps each completion on CLOCK_MONOTONIC. Meanwhile `perf record`
 stamps each of the server's accept4() returns on the same clock. The kernel
 queues connections in handshake order and accept() takes them in that order,
 so the k-th accept is paired with the k-th completion seen by the client;
@@ -30,7 +30,9 @@ import sys
 import tempfile
 import time
 
-IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+# The flood's shape is mesh_flood.py's, so the two are measured alike.
+from mesh_flood import CONNECT_WINDOW, IP_BIND_ADDRESS_NO_PORT, OPEN_BATCH, POLL_EVENTS
+
 SOURCES = ["127.0.0.10", "127.0.0.11", "127.0.0.12"]
 
 
@@ -41,8 +43,8 @@ def flood(port, n, timeout_s):
     opened = inflight = 0
     deadline = time.monotonic() + timeout_s
     while (socks or opened < n) and time.monotonic() < deadline:
-        batch = 32
-        while opened < n and inflight < 512 and batch:
+        batch = OPEN_BATCH
+        while opened < n and inflight < CONNECT_WINDOW and batch:
             batch -= 1
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
             s.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
@@ -52,7 +54,7 @@ def flood(port, n, timeout_s):
             ep.register(s.fileno(), select.EPOLLOUT)
             opened += 1
             inflight += 1
-        for fd, _ in ep.poll(0 if opened < n else 0.5, 64):
+        for fd, _ in ep.poll(0 if opened < n else 0.5, POLL_EVENTS):
             now = time.monotonic()
             entry = socks[fd]
             if not entry[1]:

@@ -41,10 +41,11 @@ class DeadlineQueue {
   Clock::duration timeout() const { return timeout_; }
 
   // Appends with deadline start + timeout, or the back's deadline if that is
-  // later: a start older than the back's (a caller's estimate of when a
-  // connection began need not rise with the order of insertion) must not
-  // break the order, and is then never early, only up to the difference late. Returns true when the hook became the front,
-  // i.e. the owner's timer must be (re)armed.
+  // later: a start older than the back's must not break the order, and is
+  // then never early, only up to the difference late. (The mesh server's
+  // starts rise with the order of accept; the queue does not rely on it.)
+  // Returns true when the hook became the front, i.e. the owner's timer
+  // must be (re)armed.
   bool push(DeadlineHook& hook, Clock::time_point start) {
     unlink_if_linked(hook);
     hook.deadline = start + timeout_;

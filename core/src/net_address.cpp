@@ -2,6 +2,8 @@
 
 #include <stdexcept>
 
+#include "zctl/core/detail/json_text.hpp"
+
 namespace zctl {
 
 boost::asio::ip::tcp::endpoint resolve_listen_address(const std::string& address) {
@@ -30,27 +32,18 @@ boost::asio::ip::tcp::endpoint resolve_listen_address(const std::string& address
 std::string format_endpoint(const boost::asio::ip::tcp::endpoint& endpoint) {
   const auto ip = endpoint.address();
   if (ip.is_v6()) return "[" + ip.to_string() + "]:" + std::to_string(endpoint.port());
-  // By hand: glibc's inet_ntop formats IPv4 with sprintf, and every stray
-  // event formats two endpoints.
-  char text[sizeof "255.255.255.255:65535"];
-  char* out = text;
-  const auto append = [&out](unsigned value) {
-    char digits[5];
-    int n = 0;
-    do {
-      digits[n++] = static_cast<char>('0' + value % 10);
-      value /= 10;
-    } while (value != 0);
-    while (n > 0) *out++ = digits[--n];
-  };
+  // Not address::to_string(): glibc's inet_ntop formats IPv4 with sprintf,
+  // and every stray event formats two endpoints.
+  std::string out;
+  out.reserve(sizeof "255.255.255.255:65535");
   const auto bytes = ip.to_v4().to_bytes();
   for (size_t i = 0; i < bytes.size(); ++i) {
-    if (i > 0) *out++ = '.';
-    append(bytes[i]);
+    if (i > 0) out.push_back('.');
+    json::append_integer(out, static_cast<unsigned>(bytes[i]));
   }
-  *out++ = ':';
-  append(endpoint.port());
-  return std::string(text, out);
+  out.push_back(':');
+  json::append_integer(out, endpoint.port());
+  return out;
 }
 
 }  // namespace zctl

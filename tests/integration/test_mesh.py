@@ -264,9 +264,9 @@ class StrayTest(MeshTestCase):
         self.assert_good_join(node)
 
     def test_a_burst_of_connections_is_never_closed_before_its_grace_period(self):
-        # Many connections queue in the kernel at once and the node takes
-        # them in turns; each one's clock starts at the look that found it
-        # queued, which is never before its connect() was called here.
+        # 300 connects back to back: the node takes them in turns of accepts,
+        # finding one or several queued per look; each one's clock starts at
+        # the look that found it, which is never before its connect() here.
         count, grace_ms = 300, 1000
         node = self.start_node(grace_ms=grace_ms, mesh_extra="  max_pending_per_source: 1000")
         started, socks = {}, []
@@ -296,7 +296,8 @@ class StrayTest(MeshTestCase):
         for event in events:
             port = int(event["remoteAddr"].rsplit(":", 1)[1])
             connected_at = datetime.datetime.fromisoformat(event["connectedAt"][:26] + event["connectedAt"][29:])
-            # Wall clocks of two processes: a millisecond of slack for the conversion.
+            # connectedAt is cut to microseconds here, and the node derives it
+            # from its steady clock: a millisecond of slack.
             self.assertGreaterEqual(connected_at.timestamp(), started[port][1] - 0.001, event)
         self.assert_good_join(node)
 

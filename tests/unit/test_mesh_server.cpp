@@ -1,7 +1,7 @@
 // The mesh server's pure parts: the shared-timeout deadline queue, the
 // accept queue clock, the join token comparison and the configured
-// membership. The server itself is
-// exercised through real sockets in tests/integration/test_mesh.py.
+// membership. The server itself is exercised through real sockets in
+// tests/integration/test_mesh.py.
 #include <catch2/catch.hpp>
 
 #include <chrono>
@@ -70,8 +70,8 @@ TEST_CASE("deadline queue: remove from the front, middle and back keeps the rest
 }
 
 TEST_CASE("deadline queue: a start older than the back's keeps the order and is never early", "[mesh]") {
-  // A caller's start is an estimate of when the connection began; nothing
-  // makes it rise with the order of insertion.
+  // Nothing in the queue makes a caller's starts rise with the order of
+  // insertion.
   DeadlineQueue queue(2s);
   Tracked a, b, c;
   a.id = 1, b.id = 2, c.id = 3;

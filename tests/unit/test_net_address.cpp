@@ -19,7 +19,7 @@ TEST_CASE("listen addresses: the forms the config accepts, and clear refusals", 
   CHECK_THROWS_WITH(resolve_listen_address("ctrl1.example:6262"), Catch::Contains("is not an IP address"));
 }
 
-TEST_CASE("endpoints format as asio does, IPv4 digit by digit", "[net]") {
+TEST_CASE("endpoints format as asio does, IPv4 without asio", "[net]") {
   using boost::asio::ip::make_address_v4;
   using boost::asio::ip::tcp;
   CHECK(format_endpoint(tcp::endpoint(make_address_v4("255.255.255.255"), 65535)) == "255.255.255.255:65535");

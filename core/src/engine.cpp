@@ -20,6 +20,7 @@
 
 #include "admin_server.hpp"
 #include "cluster_engine.hpp"
+#include "descriptor_budget.hpp"
 #include "membership.hpp"
 #include "mesh_dialer.hpp"
 #include "mesh_server.hpp"
@@ -157,10 +158,37 @@ struct Engine::Services {
   bool reload_queued = false;   // io thread only
 };
 
+namespace {
+
+void reserve_descriptor_table(uint32_t max_pending) {
+  const DescriptorReservation r = reserve_descriptors(max_pending);
+  const std::string wanted = "mesh.max_pending " + std::to_string(max_pending) + " + " +
+                             std::to_string(kDescriptorHeadroom) + " for sessions, clients and files";
+  if (!r.error.empty()) log_warn("descriptors: " + r.error + "; the kernel grows the table as descriptors open");
+  if (r.plan.soft_limit != r.soft_limit_before) {
+    log_info("descriptors: soft RLIMIT_NOFILE raised from " + std::to_string(r.soft_limit_before) + " to " +
+             std::to_string(r.plan.soft_limit) + " for " + wanted);
+  }
+  if (r.plan.short_of_wanted()) {
+    log_warn("descriptors: RLIMIT_NOFILE (soft " + std::to_string(r.plan.soft_limit) + ", hard " +
+             std::to_string(r.hard_limit) + ") is below " + wanted + "; past about " +
+             std::to_string(r.plan.soft_limit > kDescriptorHeadroom ? r.plan.soft_limit - kDescriptorHeadroom : 0) +
+             " pending connections accept() fails with EMFILE (controller_mesh_accept_errors_total"
+             "{reason=\"EMFILE\"}); raise the hard limit (LimitNOFILE= in the service unit) or lower "
+             "mesh.max_pending");
+  }
+  log_debug("descriptors: table of " + std::to_string(r.table_slots) + " slots reserved for " + wanted +
+            "; RLIMIT_NOFILE soft " + std::to_string(r.plan.soft_limit) + ", hard " + std::to_string(r.hard_limit));
+}
+
+}  // namespace
+
 void Engine::Services::start() {
   // A peer that went away must be an error on the write (libuv, under raft,
   // writes with write(2)), not SIGPIPE ending the node.
   std::signal(SIGPIPE, SIG_IGN);
+  // First, while the node has opened little and started no thread of its own.
+  reserve_descriptor_table(config.mesh.max_pending);
   std::error_code ec;
   std::filesystem::create_directories(config.node.data_dir, ec);
   if (ec) {

@@ -5,6 +5,7 @@ them by pid even when a test fails."""
 import json
 import os
 import random
+import resource
 import re
 import shutil
 import signal
@@ -85,7 +86,7 @@ class Node:
     """One `zctl serve` process. Its stdout is captured to a file so the
     admin URL it prints can be read."""
 
-    def __init__(self, workdir, node_id="n1", config=None, extra_args=(), env=None):
+    def __init__(self, workdir, node_id="n1", config=None, extra_args=(), env=None, nofile=None):
         self.workdir = workdir
         self.node_id = node_id
         self.data_dir = os.path.join(workdir, node_id)
@@ -96,6 +97,7 @@ class Node:
                 f.write(config)
         self.extra_args = list(extra_args)
         self.env = dict(os.environ, **(env or {}))
+        self.nofile = nofile  # (soft, hard) RLIMIT_NOFILE to start the node with
         self.proc = None
         self.admin_url = None
         self.mesh_address = None
@@ -124,8 +126,10 @@ class Node:
     def start(self, wait=True):
         first_start = self.raft_port is None
         self.admin_url = None
+        nofile = self.nofile
         self.proc = subprocess.Popen(
-            self.args(), stdout=open(self.stdout_path, "w"), stderr=open(self.stderr_path, "w"), env=self.env
+            self.args(), stdout=open(self.stdout_path, "w"), stderr=open(self.stderr_path, "w"), env=self.env,
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, nofile)) if nofile else None,
         )
         if wait:
             try:

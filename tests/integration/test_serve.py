@@ -6,6 +6,7 @@ exit code."""
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -19,6 +20,18 @@ from harness import NodeTestCase, TEST_PLUGIN_DIR, http_get, main, metric, read_
 def node_event_types(path):
     """The node/* event types in a file sink's output (cluster events interleave by timing)."""
     return [e["eventType"] for e in read_events(path) if e["namespace"] == "node"]
+
+def max_open_files(pid):
+    """The soft RLIMIT_NOFILE of a running process."""
+    with open(f"/proc/{pid}/limits") as f:
+        return int(re.search(r"^Max open files\s+(\d+)", f.read(), re.M).group(1))
+
+
+def descriptor_table_slots(pid):
+    """The size of a process's descriptor table (not the descriptors open)."""
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"^FDSize:\s+(\d+)", f.read(), re.M).group(1))
+
 
 ENVELOPE = ["namespace", "eventType", "event_src_id", "timestamp", "seq"]
 RFC3339_NANO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}[+-]\d{2}:\d{2}$")
@@ -272,6 +285,25 @@ class ServeTest(NodeTestCase):
         code, _, err = node.run_to_exit()
         self.assertEqual(code, 1)
         self.assertRegex(err, r"n1\.yaml:\d+:\d+: ")
+
+    def test_descriptor_limit_is_raised_for_max_pending_and_the_table_reserved_at_start(self):
+        # A soft limit of 1024, what many service managers and shells give.
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard != resource.RLIM_INFINITY and hard < 4096:
+            self.skipTest(f"RLIMIT_NOFILE hard limit {hard} is below what the test needs")
+        config = "mesh:\n  max_pending: 3000\n"
+        node = self.node("n1", config=config, nofile=(1024, 4096)).start()
+        wanted = 3000 + 1024
+        self.assertEqual(max_open_files(node.proc.pid), wanted)
+        # The table is grown once at start, not doubling under a flood of accepts.
+        self.assertGreaterEqual(descriptor_table_slots(node.proc.pid), wanted)
+        self.assertIn("soft RLIMIT_NOFILE raised from 1024 to 4024", node.stderr())
+        self.assertNotIn("EMFILE", node.stderr())
+
+        short = self.node("n2", config=config, nofile=(1024, 2048)).start()
+        self.assertEqual(max_open_files(short.proc.pid), 2048)
+        self.assertIn("RLIMIT_NOFILE (soft 2048, hard 2048) is below mesh.max_pending 3000 + 1024", short.stderr())
+        self.assertIn("past about 1024 pending connections accept() fails with EMFILE", short.stderr())
 
     def test_port_in_use_exits_4_naming_the_address(self):
         with socket.socket() as busy:

@@ -1,0 +1,78 @@
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <catch2/catch.hpp>
+#include <cstdint>
+
+#include "descriptor_budget.hpp"
+
+using zctl::kDescriptorHeadroom;
+using zctl::plan_descriptors;
+
+TEST_CASE("descriptor plan: the soft limit is raised towards max_pending plus headroom, never past the hard limit",
+          "[descriptors]") {
+  SECTION("a low soft limit is raised to what the node needs") {
+    const auto plan = plan_descriptors(10000, 1024, 524288);
+    CHECK(plan.wanted == 10000 + kDescriptorHeadroom);
+    CHECK(plan.soft_limit == 10000 + kDescriptorHeadroom);
+    CHECK(plan.reserve == 10000 + kDescriptorHeadroom);
+    CHECK_FALSE(plan.short_of_wanted());
+  }
+  SECTION("a soft limit already above the need is kept, not lowered; the table is sized to the need") {
+    const auto plan = plan_descriptors(10000, 65536, 65536);
+    CHECK(plan.soft_limit == 65536);
+    CHECK(plan.reserve == 10000 + kDescriptorHeadroom);
+  }
+  SECTION("a hard limit below the need caps the soft limit and the table, and says so") {
+    const auto plan = plan_descriptors(30000, 1024, 20000);
+    CHECK(plan.soft_limit == 20000);
+    CHECK(plan.reserve == 20000);
+    CHECK(plan.short_of_wanted());
+  }
+  SECTION("an unlimited hard limit: raised to the need, not to unlimited") {
+    const auto plan = plan_descriptors(64, 1024, UINT64_MAX);
+    CHECK(plan.soft_limit == 64 + kDescriptorHeadroom);
+    CHECK(plan.reserve == 64 + kDescriptorHeadroom);
+  }
+}
+
+// In a child process: it starts with a descriptor table sized to the
+// descriptors it inherits, and nothing else in it grows the table.
+TEST_CASE("reserve_descriptors grows the process's descriptor table to the plan in one step", "[descriptors]") {
+  rlimit limit{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &limit) == 0);
+  const uint64_t max_pending = 5000;
+  if (limit.rlim_max < max_pending + kDescriptorHeadroom) {
+    WARN("RLIMIT_NOFILE hard limit " << limit.rlim_max << " is too low for this test");
+    return;
+  }
+  std::array<int, 2> out{};
+  REQUIRE(::pipe(out.data()) == 0);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::close(out[0]);
+    std::array<uint64_t, 3> report{};
+    report[0] = zctl::descriptor_table_slots();
+    const auto r = zctl::reserve_descriptors(max_pending);
+    report[1] = zctl::descriptor_table_slots();
+    report[2] = r.error.empty() && r.table_slots == report[1] ? 1 : 0;
+    const auto written = ::write(out[1], report.data(), sizeof(report));
+    ::_exit(written == static_cast<ssize_t>(sizeof(report)) ? 0 : 1);
+  }
+  ::close(out[1]);
+  std::array<uint64_t, 3> report{};
+  const auto got = ::read(out[0], report.data(), sizeof(report));
+  ::close(out[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  REQUIRE(got == static_cast<ssize_t>(sizeof(report)));
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  INFO("table before " << report[0] << ", after " << report[1]);
+  CHECK(report[0] < max_pending);
+  CHECK(report[1] >= max_pending + kDescriptorHeadroom);
+  CHECK(report[2] == 1);  // no error, and the table size it reports is the one the child sees
+}

@@ -162,22 +162,24 @@ namespace {
 
 void reserve_descriptor_table(uint32_t max_pending) {
   const DescriptorReservation r = reserve_descriptors(max_pending);
-  const std::string wanted = "mesh.max_pending " + std::to_string(max_pending) + " + " +
-                             std::to_string(kDescriptorHeadroom) + " for sessions, clients and files";
-  if (!r.error.empty()) log_warn("descriptors: " + r.error + "; the kernel grows the table as descriptors open");
+  const std::string need_text = "mesh.max_pending " + std::to_string(max_pending) + " + " +
+                                std::to_string(kDescriptorHeadroom) +
+                                " for sessions, clients, raft and sinks";
+  if (!r.limit_error.empty()) log_warn("descriptors: " + r.limit_error);
+  if (!r.table_error.empty()) log_warn("descriptors: " + r.table_error + "; the kernel grows the table as descriptors open");
   if (r.plan.soft_limit != r.soft_limit_before) {
     log_info("descriptors: soft RLIMIT_NOFILE raised from " + std::to_string(r.soft_limit_before) + " to " +
-             std::to_string(r.plan.soft_limit) + " for " + wanted);
+             std::to_string(r.plan.soft_limit) + " for " + need_text);
   }
   if (r.plan.short_of_wanted()) {
     log_warn("descriptors: RLIMIT_NOFILE (soft " + std::to_string(r.plan.soft_limit) + ", hard " +
-             std::to_string(r.hard_limit) + ") is below " + wanted + "; past about " +
-             std::to_string(r.plan.soft_limit > kDescriptorHeadroom ? r.plan.soft_limit - kDescriptorHeadroom : 0) +
-             " pending connections accept() fails with EMFILE (controller_mesh_accept_errors_total"
-             "{reason=\"EMFILE\"}); raise the hard limit (LimitNOFILE= in the service unit) or lower "
-             "mesh.max_pending");
+             std::to_string(r.hard_limit) + ") is below " + need_text +
+             "; accept() fails with EMFILE once pending connections and the node's other descriptors (tens when "
+             "idle) reach " + std::to_string(r.plan.soft_limit) +
+             " (controller_mesh_accept_errors_total{reason=\"EMFILE\"}); raise the hard limit (LimitNOFILE= in "
+             "the service unit) or lower mesh.max_pending");
   }
-  log_debug("descriptors: table of " + std::to_string(r.table_slots) + " slots reserved for " + wanted +
+  log_debug("descriptors: table of " + std::to_string(r.table_slots) + " slots reserved for " + need_text +
             "; RLIMIT_NOFILE soft " + std::to_string(r.plan.soft_limit) + ", hard " + std::to_string(r.hard_limit));
 }
 

@@ -17,24 +17,30 @@ TEST_CASE("descriptor plan: the soft limit is raised towards max_pending plus he
     const auto plan = plan_descriptors(10000, 1024, 524288);
     CHECK(plan.wanted == 10000 + kDescriptorHeadroom);
     CHECK(plan.soft_limit == 10000 + kDescriptorHeadroom);
-    CHECK(plan.reserve == 10000 + kDescriptorHeadroom);
+    CHECK(plan.slots_to_reserve == 10000 + kDescriptorHeadroom);
     CHECK_FALSE(plan.short_of_wanted());
   }
   SECTION("a soft limit already above the need is kept, not lowered; the table is sized to the need") {
     const auto plan = plan_descriptors(10000, 65536, 65536);
     CHECK(plan.soft_limit == 65536);
-    CHECK(plan.reserve == 10000 + kDescriptorHeadroom);
+    CHECK(plan.slots_to_reserve == 10000 + kDescriptorHeadroom);
   }
   SECTION("a hard limit below the need caps the soft limit and the table, and says so") {
     const auto plan = plan_descriptors(30000, 1024, 20000);
     CHECK(plan.soft_limit == 20000);
-    CHECK(plan.reserve == 20000);
+    CHECK(plan.slots_to_reserve == 20000);
     CHECK(plan.short_of_wanted());
   }
   SECTION("an unlimited hard limit: raised to the need, not to unlimited") {
     const auto plan = plan_descriptors(64, 1024, UINT64_MAX);
     CHECK(plan.soft_limit == 64 + kDescriptorHeadroom);
-    CHECK(plan.reserve == 64 + kDescriptorHeadroom);
+    CHECK(plan.slots_to_reserve == 64 + kDescriptorHeadroom);
+  }
+  SECTION("the largest max_pending: the limit follows it, the table up front stops at kMaxReservedSlots") {
+    const auto plan = plan_descriptors(UINT32_MAX, 1024, UINT64_MAX);
+    CHECK(plan.wanted == uint64_t{UINT32_MAX} + kDescriptorHeadroom);
+    CHECK(plan.soft_limit == plan.wanted);
+    CHECK(plan.slots_to_reserve == zctl::kMaxReservedSlots);
   }
 }
 
@@ -43,7 +49,9 @@ TEST_CASE("descriptor plan: the soft limit is raised towards max_pending plus he
 TEST_CASE("reserve_descriptors grows the process's descriptor table to the plan in one step", "[descriptors]") {
   rlimit limit{};
   REQUIRE(::getrlimit(RLIMIT_NOFILE, &limit) == 0);
-  const uint64_t max_pending = 5000;
+  // The kernel sizes tables in powers of two: 7 200 alone would fit 8 192
+  // slots, 7 200 + the headroom needs 16 384.
+  const uint32_t max_pending = 7200;
   if (limit.rlim_max < max_pending + kDescriptorHeadroom) {
     WARN("RLIMIT_NOFILE hard limit " << limit.rlim_max << " is too low for this test");
     return;
@@ -58,7 +66,7 @@ TEST_CASE("reserve_descriptors grows the process's descriptor table to the plan 
     report[0] = zctl::descriptor_table_slots();
     const auto r = zctl::reserve_descriptors(max_pending);
     report[1] = zctl::descriptor_table_slots();
-    report[2] = r.error.empty() && r.table_slots == report[1] ? 1 : 0;
+    report[2] = r.limit_error.empty() && r.table_error.empty() && r.table_slots == report[1] ? 1 : 0;
     const auto written = ::write(out[1], report.data(), sizeof(report));
     ::_exit(written == static_cast<ssize_t>(sizeof(report)) ? 0 : 1);
   }

@@ -1,4 +1,3 @@
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -51,14 +50,6 @@ std::optional<std::chrono::milliseconds> duration_flag(const char* flag, const s
     std::cerr << "zctl probe: " << flag << ": expected a duration such as 500ms, 30s or 1m30s, got '" << text << "'\n";
   }
   return value;
-}
-
-// Up to `needed` open files: each connection in flight holds one.
-void raise_file_limit(size_t needed) {
-  rlimit limit{};
-  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur >= needed) return;
-  limit.rlim_cur = std::min<rlim_t>(needed, limit.rlim_max);
-  ::setrlimit(RLIMIT_NOFILE, &limit);
 }
 
 std::string counts_text(const std::map<std::string, size_t>& counts) {
@@ -176,7 +167,6 @@ int run_probe_command(const ProbeCliOptions& c) {
     std::cerr << "zctl probe: " << e.what() << "\n";
     return kExitUsage;
   }
-  raise_file_limit(o.concurrency + 64);
 
   const bool tty = stdout_is_terminal();
   const bool json = c.output.empty() ? !tty : c.output == "json";

@@ -16,8 +16,9 @@
 //   second flood through none; reserving the table up front removes them.
 //
 // plan_descriptors() is pure and tested; reserve_descriptors() applies a
-// plan and reads back the outcome. Call it from the thread that starts the
-// node, before the services start their threads.
+// plan. Call it from the thread that starts the node, before the services
+// start their threads. raise_file_limit() is the limit half alone, for
+// `zctl probe`, which holds a descriptor per connection but has one thread.
 #pragma once
 
 #include <cstdint>
@@ -34,33 +35,41 @@ inline constexpr uint64_t kDescriptorHeadroom = 1024;
 // the table as descriptors open.
 inline constexpr uint64_t kMaxReservedSlots = 1 << 20;
 
+// The soft RLIMIT_NOFILE that allows `wanted` descriptors: `soft` raised to
+// `wanted`, never past `hard`, never lowered. RLIM_INFINITY is UINT64_MAX.
+uint64_t raised_soft_limit(uint64_t wanted, uint64_t soft, uint64_t hard);
+
 struct DescriptorPlan {
   uint64_t wanted = 0;            // mesh.max_pending + kDescriptorHeadroom
-  uint64_t soft_limit = 0;        // the soft RLIMIT_NOFILE to run with
+  uint64_t soft_limit = 0;        // raised_soft_limit(wanted, soft, hard)
   uint64_t slots_to_reserve = 0;  // min(wanted, soft_limit, kMaxReservedSlots)
   bool short_of_wanted() const { return soft_limit < wanted; }
 };
 
-// `soft` and `hard` are the current RLIMIT_NOFILE (RLIM_INFINITY as
-// UINT64_MAX). A soft limit already at or above `wanted` is left as it is.
+// `soft` and `hard` are the current RLIMIT_NOFILE.
 DescriptorPlan plan_descriptors(uint32_t max_pending, uint64_t soft, uint64_t hard);
 
-struct DescriptorReservation {
-  DescriptorPlan plan;
-  uint64_t soft_limit_before = 0;
-  uint64_t hard_limit = 0;
-  uint64_t table_slots = 0;  // the table's size afterwards (FDSize in /proc/self/status), 0 if unknown
-  std::string limit_error;   // why the limits could not be read or raised; empty when they were
-  std::string table_error;   // why the table could not be grown; empty when it was
+struct FileLimit {
+  bool read = false;  // getrlimit() worked; all else is 0 when not
+  uint64_t soft_before = 0;
+  uint64_t soft = 0;  // in force afterwards
+  uint64_t hard = 0;
+  std::string error;  // why it could not be read, or raised (soft is then soft_before)
 };
 
-// Slots in this process's descriptor table (FDSize in /proc/self/status),
-// whether open or not; 0 when it cannot tell.
-uint64_t descriptor_table_slots();
+// Raises this process's soft RLIMIT_NOFILE to raised_soft_limit(wanted, ...).
+// Never throws.
+FileLimit raise_file_limit(uint64_t wanted);
 
-// Reads RLIMIT_NOFILE, raises the soft limit as planned and grows the
-// descriptor table to plan.slots_to_reserve slots. Never throws; a failure is
-// reported in `error` and the node runs with what it has.
+struct DescriptorReservation {
+  FileLimit limit;
+  DescriptorPlan plan;      // with the soft limit in force afterwards
+  std::string table_error;  // why the table could not be grown; empty when it was
+};
+
+// Raises the soft limit for mesh.max_pending and grows the descriptor table
+// to plan.slots_to_reserve slots. Never throws; failures are reported in
+// limit.error and table_error, and the node runs with what it has.
 DescriptorReservation reserve_descriptors(uint32_t max_pending);
 
 }  // namespace zctl

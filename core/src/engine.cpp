@@ -163,24 +163,26 @@ namespace {
 void reserve_descriptor_table(uint32_t max_pending) {
   const DescriptorReservation r = reserve_descriptors(max_pending);
   const std::string need_text = "mesh.max_pending " + std::to_string(max_pending) + " + " +
-                                std::to_string(kDescriptorHeadroom) +
-                                " for sessions, clients, raft and sinks";
-  if (!r.limit_error.empty()) log_warn("descriptors: " + r.limit_error);
-  if (!r.table_error.empty()) log_warn("descriptors: " + r.table_error + "; the kernel grows the table as descriptors open");
-  if (r.plan.soft_limit != r.soft_limit_before) {
-    log_info("descriptors: soft RLIMIT_NOFILE raised from " + std::to_string(r.soft_limit_before) + " to " +
-             std::to_string(r.plan.soft_limit) + " for " + need_text);
+                                std::to_string(kDescriptorHeadroom) + " for sessions, clients, raft and sinks";
+  if (!r.limit.error.empty()) log_warn("descriptors: " + r.limit.error);
+  if (!r.table_error.empty()) {
+    log_warn("descriptors: " + r.table_error + "; the kernel grows the table as descriptors open");
+  }
+  if (r.limit.soft != r.limit.soft_before) {
+    log_info("descriptors: soft RLIMIT_NOFILE raised from " + std::to_string(r.limit.soft_before) + " to " +
+             std::to_string(r.limit.soft) + " for " + need_text);
   }
   if (r.plan.short_of_wanted()) {
-    log_warn("descriptors: RLIMIT_NOFILE (soft " + std::to_string(r.plan.soft_limit) + ", hard " +
-             std::to_string(r.hard_limit) + ") is below " + need_text +
+    log_warn("descriptors: RLIMIT_NOFILE (soft " + std::to_string(r.limit.soft) + ", hard " +
+             std::to_string(r.limit.hard) + ") is below " + need_text +
              "; accept() fails with EMFILE once pending connections and the node's other descriptors (tens when "
-             "idle) reach " + std::to_string(r.plan.soft_limit) +
+             "idle) reach " + std::to_string(r.limit.soft) +
              " (controller_mesh_accept_errors_total{reason=\"EMFILE\"}); raise the hard limit (LimitNOFILE= in "
              "the service unit) or lower mesh.max_pending");
   }
-  log_debug("descriptors: table of " + std::to_string(r.table_slots) + " slots reserved for " + need_text +
-            "; RLIMIT_NOFILE soft " + std::to_string(r.plan.soft_limit) + ", hard " + std::to_string(r.hard_limit));
+  if (r.table_error.empty() && r.limit.read) {
+    log_debug("descriptors: table of " + std::to_string(r.plan.slots_to_reserve) + " slots reserved for " + need_text);
+  }
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "descriptor_budget.hpp"
 #include "mesh_protocol.hpp"
 
 namespace zctl {
@@ -62,6 +63,8 @@ constexpr size_t kConnectsPerTurn = 32;
 // Linux's first SYN retransmission: a connect that took this long had its
 // SYN dropped, which a listener does when its accept queue is full.
 constexpr auto kSynRetransmitTime = std::chrono::seconds(1);
+// Descriptors the probe keeps for itself, besides one per connection in flight.
+constexpr size_t kOwnDescriptors = 64;
 constexpr size_t kMaxDetails = 5;
 constexpr auto kLeaveWait = std::chrono::seconds(2);  // join: how long to wait for the node to close a joined session
 
@@ -883,6 +886,7 @@ ProbeReport summarize_probe(const ProbeOptions& options, const std::vector<Conne
 
 ProbeReport run_probe(const ProbeOptions& raw, const std::function<void(const ProbeProgress&)>& progress) {
   const ProbeOptions options = validate_probe_options(raw);
+  raise_file_limit(options.concurrency + kOwnDescriptors);  // short of it: connect errors, EMFILE
   const auto started = Clock::now();
 
   std::optional<ssl::context> tls;

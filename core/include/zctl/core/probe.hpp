@@ -4,7 +4,8 @@
 //
 // run_probe() does the network part (one io_context, run on the calling
 // thread; one session object per connection with its own deadline; at most
-// `concurrency` connections in flight). Everything else -- the bytes each mode
+// `concurrency` connections in flight, the soft RLIMIT_NOFILE raised for
+// them). Everything else -- the bytes each mode
 // sends, the reply each mode expects, percentiles, the verdict -- is a pure
 // function here, tested without sockets.
 //
